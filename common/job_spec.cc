@@ -1,0 +1,165 @@
+#include "common/job_spec.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/network.h"
+#include "common/optimizer.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+
+namespace synthgrad {
+namespace {
+
+// Output width of a list of layers fed `width` inputs.
+int OutputWidth(const v1::GroupSpec& group, int width) {
+  for (const v1::LayerSpec& layer : group.layers()) {
+    if (layer.kind() == v1::LayerSpec::KIND_LINEAR) width = layer.units();
+  }
+  return width;
+}
+
+absl::Status CheckPositive(const char* field, int64_t value) {
+  if (value <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " must be positive, got ", value));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckGroups(const v1::JobSpec& spec) {
+  if (spec.groups().empty()) {
+    return absl::InvalidArgumentError("groups is empty; list at least one group");
+  }
+  int width = spec.input_dim();
+  for (int g = 0; g < spec.groups_size(); ++g) {
+    const v1::GroupSpec& group = spec.groups(g);
+    if (group.address().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("groups[", g, "].address is empty"));
+    }
+    if (group.layers().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("groups[", g, "] has no layers"));
+    }
+    std::vector<v1::LayerSpec> layers(group.layers().begin(),
+                                      group.layers().end());
+    absl::StatusOr<Network> network =
+        Network::Create(width, layers, /*seed=*/0, /*zero_last_linear=*/false);
+    if (!network.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "groups[", g, "]: ", network.status().message()));
+    }
+    width = network->output_dim();
+  }
+  if (width != spec.num_classes()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the last group outputs ", width, " values per example but num_classes is ",
+        spec.num_classes(), "; end the last group with a linear layer of ",
+        spec.num_classes(), " units"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void ApplyJobDefaults(v1::JobSpec* spec) {
+  if (spec->max_in_flight() == 0) spec->set_max_in_flight(4);
+  if (spec->mode() == v1::TRAINING_MODE_BACKPROP) spec->set_max_in_flight(1);
+  if (spec->shard_batches() == 0) spec->set_shard_batches(20);
+  if (spec->cache_capacity() == 0) spec->set_cache_capacity(64);
+  if (spec->batch_timeout_seconds() == 0) spec->set_batch_timeout_seconds(60);
+}
+
+absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
+  if (spec.mode() != v1::TRAINING_MODE_BACKPROP &&
+      spec.mode() != v1::TRAINING_MODE_DNI &&
+      spec.mode() != v1::TRAINING_MODE_CDNI) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mode ", v1::TrainingMode_Name(spec.mode()),
+        " is not supported; use TRAINING_MODE_BACKPROP, TRAINING_MODE_DNI or "
+        "TRAINING_MODE_CDNI"));
+  }
+  for (absl::Status status :
+       {CheckPositive("input_dim", spec.input_dim()),
+        CheckPositive("num_classes", spec.num_classes()),
+        CheckPositive("batch_size", spec.batch_size()),
+        CheckPositive("epochs", spec.epochs()),
+        CheckPositive("max_in_flight", spec.max_in_flight()),
+        CheckPositive("shard_batches", spec.shard_batches()),
+        CheckPositive("cache_capacity", spec.cache_capacity()),
+        CheckPositive("batch_timeout_seconds", spec.batch_timeout_seconds())}) {
+    if (!status.ok()) return status;
+  }
+  if (spec.batch_size() > kMaxBatchSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "batch_size ", spec.batch_size(), " is above the limit of ",
+        kMaxBatchSize));
+  }
+  if (spec.max_in_flight() > spec.cache_capacity()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_in_flight ", spec.max_in_flight(), " exceeds cache_capacity ",
+        spec.cache_capacity(),
+        ", so groups would evict batches still awaiting a gradient"));
+  }
+  if (spec.data().train_limit() < 0 || spec.data().test_limit() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data.train_limit and data.test_limit must not be negative, got ",
+        spec.data().train_limit(), " and ", spec.data().test_limit()));
+  }
+
+  absl::Status status = CheckGroups(spec);
+  if (!status.ok()) return status;
+
+  absl::StatusOr<std::unique_ptr<Optimizer>> optimizer =
+      Optimizer::Create(spec.optimizer());
+  if (!optimizer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optimizer: ", optimizer.status().message()));
+  }
+  if (spec.mode() != v1::TRAINING_MODE_BACKPROP && spec.groups_size() > 1) {
+    for (int units : spec.synthetic_gradient().hidden_units()) {
+      status = CheckPositive("synthetic_gradient.hidden_units", units);
+      if (!status.ok()) return status;
+    }
+    optimizer = Optimizer::Create(spec.synthetic_gradient().optimizer());
+    if (!optimizer.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "synthetic_gradient.optimizer: ", optimizer.status().message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int GroupInputDim(const v1::JobSpec& spec, int index) {
+  int width = spec.input_dim();
+  for (int g = 0; g < index; ++g) width = OutputWidth(spec.groups(g), width);
+  return width;
+}
+
+int GroupOutputDim(const v1::JobSpec& spec, int index) {
+  return OutputWidth(spec.groups(index), GroupInputDim(spec, index));
+}
+
+absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text) {
+  class Collector : public google::protobuf::io::ErrorCollector {
+   public:
+    void AddError(int line, int column, const std::string& message) override {
+      errors.push_back(
+          absl::StrCat("line ", line + 1, ", column ", column + 1, ": ", message));
+    }
+    std::vector<std::string> errors;
+  };
+  Collector collector;
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&collector);
+  v1::JobSpec spec;
+  if (!parser.ParseFromString(text, &spec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid job spec: ", absl::StrJoin(collector.errors, "; ")));
+  }
+  return spec;
+}
+
+}  // namespace synthgrad

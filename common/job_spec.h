@@ -1,0 +1,40 @@
+// Checks on a synthgrad.v1.JobSpec and the values derived from it.
+#ifndef SYNTHGRAD_COMMON_JOB_SPEC_H_
+#define SYNTHGRAD_COMMON_JOB_SPEC_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "synthgrad/v1/synthgrad.pb.h"
+
+namespace synthgrad {
+
+// Upper bound on batch_size; a Forward request with more rows is rejected.
+inline constexpr int kMaxBatchSize = 8192;
+
+// Replaces the zero values that mean "default" with the defaults documented in
+// synthgrad.proto, and forces max_in_flight to 1 in backprop mode.
+void ApplyJobDefaults(v1::JobSpec* spec);
+
+// Checks that the spec describes a trainable job: a known mode, at least one
+// group with an address and layers whose widths chain from input_dim to
+// num_classes, valid optimizers, a synthetic-gradient spec for DNI and cDNI,
+// and positive sizes. Call after ApplyJobDefaults. Fails with
+// INVALID_ARGUMENT naming the field and value.
+absl::Status ValidateJobSpec(const v1::JobSpec& spec);
+
+// Input width of group `index`: input_dim for group 0, otherwise the output
+// width of group index - 1. The spec must be valid.
+int GroupInputDim(const v1::JobSpec& spec, int index);
+
+// Output width of group `index`. The spec must be valid.
+int GroupOutputDim(const v1::JobSpec& spec, int index);
+
+// Parses a JobSpec from Protobuf text format. Fails with INVALID_ARGUMENT
+// carrying the parser's line and column.
+absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text);
+
+}  // namespace synthgrad
+
+#endif  // SYNTHGRAD_COMMON_JOB_SPEC_H_

@@ -1,0 +1,104 @@
+#include "common/optimizer.h"
+
+#include <cmath>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace synthgrad {
+namespace {
+
+std::vector<Matrix> ZerosLike(const std::vector<Matrix>& parameters) {
+  std::vector<Matrix> zeros;
+  zeros.reserve(parameters.size());
+  for (const Matrix& p : parameters) {
+    zeros.push_back(Matrix::Zero(p.rows(), p.cols()));
+  }
+  return zeros;
+}
+
+absl::Status CheckCoefficient(const char* name, float value) {
+  if (!(value >= 0.0f && value < 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optimizer ", name, " must be in [0, 1), got ", value));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(
+    const v1::OptimizerSpec& spec) {
+  if (!(spec.learning_rate() > 0.0f) || !std::isfinite(spec.learning_rate())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optimizer learning_rate must be positive and finite, got ",
+                     spec.learning_rate()));
+  }
+  switch (spec.kind()) {
+    case v1::OptimizerSpec::KIND_SGD: {
+      absl::Status status = CheckCoefficient("momentum", spec.momentum());
+      if (!status.ok()) return status;
+      return std::make_unique<SgdOptimizer>(spec.learning_rate(),
+                                            spec.momentum());
+    }
+    case v1::OptimizerSpec::KIND_ADAM: {
+      const float beta1 = spec.beta1() == 0.0f ? 0.9f : spec.beta1();
+      const float beta2 = spec.beta2() == 0.0f ? 0.999f : spec.beta2();
+      const float epsilon = spec.epsilon() == 0.0f ? 1e-8f : spec.epsilon();
+      for (absl::Status status : {CheckCoefficient("beta1", beta1),
+                                  CheckCoefficient("beta2", beta2)}) {
+        if (!status.ok()) return status;
+      }
+      if (!(epsilon > 0.0f) || !std::isfinite(epsilon)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "optimizer epsilon must be positive and finite, got ", epsilon));
+      }
+      return std::make_unique<AdamOptimizer>(spec.learning_rate(), beta1,
+                                             beta2, epsilon);
+    }
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown optimizer kind ",
+                       v1::OptimizerSpec::Kind_Name(spec.kind()),
+                       "; use KIND_SGD or KIND_ADAM"));
+  }
+}
+
+void SgdOptimizer::Step(std::vector<Matrix>& parameters,
+                        const std::vector<Matrix>& gradients,
+                        float gradient_scale) {
+  if (velocity_.empty()) velocity_ = ZerosLike(parameters);
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    velocity_[i] = momentum_ * velocity_[i] + gradient_scale * gradients[i];
+    parameters[i] -= learning_rate_ * velocity_[i];
+  }
+}
+
+void AdamOptimizer::Step(std::vector<Matrix>& parameters,
+                         const std::vector<Matrix>& gradients,
+                         float gradient_scale) {
+  if (first_moment_.empty()) {
+    first_moment_ = ZerosLike(parameters);
+    second_moment_ = ZerosLike(parameters);
+  }
+  ++step_;
+  const float correction1 =
+      1.0f - static_cast<float>(std::pow(beta1_, static_cast<double>(step_)));
+  const float correction2 =
+      1.0f - static_cast<float>(std::pow(beta2_, static_cast<double>(step_)));
+  const float step_size = learning_rate_ / correction1;
+  const float root_correction2 = std::sqrt(correction2);
+
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    auto g = gradient_scale * gradients[i].array();
+    first_moment_[i].array() =
+        beta1_ * first_moment_[i].array() + (1.0f - beta1_) * g;
+    second_moment_[i].array() =
+        beta2_ * second_moment_[i].array() + (1.0f - beta2_) * g.square();
+    parameters[i].array() -=
+        step_size * first_moment_[i].array() /
+        (second_moment_[i].array().sqrt() / root_correction2 + epsilon_);
+  }
+}
+
+}  // namespace synthgrad

@@ -1,0 +1,73 @@
+// First-order optimizers over a list of parameter matrices.
+#ifndef SYNTHGRAD_COMMON_OPTIMIZER_H_
+#define SYNTHGRAD_COMMON_OPTIMIZER_H_
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/tensor.h"
+#include "synthgrad/v1/synthgrad.pb.h"
+
+namespace synthgrad {
+
+// Keeps per-parameter state (momentum, moments) sized on the first Step. Not
+// thread-safe.
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+
+  // Updates `parameters` in place from g = gradient_scale * gradients[i].
+  // Both lists must keep the same length and shapes across calls.
+  virtual void Step(std::vector<Matrix>& parameters,
+                    const std::vector<Matrix>& gradients,
+                    float gradient_scale) = 0;
+
+  // Fails with INVALID_ARGUMENT for an unknown kind, a non-positive or
+  // non-finite learning rate, or a coefficient outside [0, 1).
+  static absl::StatusOr<std::unique_ptr<Optimizer>> Create(
+      const v1::OptimizerSpec& spec);
+};
+
+// SGD with classical momentum mu: v = mu v + g, p = p - lr v.
+class SgdOptimizer final : public Optimizer {
+ public:
+  SgdOptimizer(float learning_rate, float momentum)
+      : learning_rate_(learning_rate), momentum_(momentum) {}
+  void Step(std::vector<Matrix>& parameters,
+            const std::vector<Matrix>& gradients,
+            float gradient_scale) override;
+
+ private:
+  float learning_rate_;
+  float momentum_;
+  std::vector<Matrix> velocity_;
+};
+
+// Adam with bias correction, at step t from 1:
+//   m = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g^2,
+//   p = p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+class AdamOptimizer final : public Optimizer {
+ public:
+  AdamOptimizer(float learning_rate, float beta1, float beta2, float epsilon)
+      : learning_rate_(learning_rate),
+        beta1_(beta1),
+        beta2_(beta2),
+        epsilon_(epsilon) {}
+  void Step(std::vector<Matrix>& parameters,
+            const std::vector<Matrix>& gradients,
+            float gradient_scale) override;
+
+ private:
+  float learning_rate_;
+  float beta1_;
+  float beta2_;
+  float epsilon_;
+  int64_t step_ = 0;
+  std::vector<Matrix> first_moment_;
+  std::vector<Matrix> second_moment_;
+};
+
+}  // namespace synthgrad
+
+#endif  // SYNTHGRAD_COMMON_OPTIMIZER_H_

@@ -1,0 +1,314 @@
+#include "services/layer/layer_service.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/group.h"
+#include "common/group_worker.h"
+#include "common/job_spec.h"
+#include "common/tensor_proto.h"
+#include "glog/logging.h"
+#include "services/rpc_sender.h"
+#include "services/server_util.h"
+
+namespace synthgrad {
+namespace {
+
+// Sends a group's messages over gRPC, one ordered sender per peer.
+class GrpcTransport final : public Transport {
+ public:
+  GrpcTransport(const v1::JobSpec& spec, int index,
+                const std::string& coordinator_address) {
+    const int capacity = 2 * spec.cache_capacity() + 8;
+    if (index + 1 < spec.groups_size()) {
+      const std::string& peer = spec.groups(index + 1).address();
+      next_ = v1::LayerService::NewStub(MakeChannel(peer));
+      next_sender_ = std::make_unique<RpcSender>(
+          absl::StrCat("group ", index + 1, " at ", peer), capacity,
+          RetryPolicy{}, nullptr);
+    }
+    if (index > 0) {
+      const std::string& peer = spec.groups(index - 1).address();
+      previous_ = v1::LayerService::NewStub(MakeChannel(peer));
+      previous_sender_ = std::make_unique<RpcSender>(
+          absl::StrCat("group ", index - 1, " at ", peer), capacity,
+          RetryPolicy{}, nullptr);
+    }
+    if (index + 1 == spec.groups_size()) {
+      coordinator_ =
+          v1::CoordinatorService::NewStub(MakeChannel(coordinator_address));
+      coordinator_sender_ = std::make_unique<RpcSender>(
+          absl::StrCat("coordinator at ", coordinator_address), capacity,
+          RetryPolicy{}, nullptr);
+    }
+  }
+
+  void SendForward(ForwardMessage message) override {
+    auto request = std::make_shared<v1::ForwardRequest>();
+    request->set_batch_id(message.batch_id);
+    request->set_producer_step(message.producer_step);
+    MatrixToProto(message.activations, request->mutable_activations());
+    request->mutable_labels()->Add(message.labels.begin(), message.labels.end());
+    request->set_mode(message.train ? v1::BATCH_MODE_TRAIN : v1::BATCH_MODE_EVAL);
+    next_sender_->Enqueue(
+        absl::StrCat("Forward batch ", message.batch_id),
+        [this, request](grpc::ClientContext* context) {
+          v1::ForwardResponse response;
+          return next_->Forward(context, *request, &response);
+        });
+  }
+
+  void SendGradient(GradientMessage message) override {
+    auto request = std::make_shared<v1::GradientRequest>();
+    request->set_batch_id(message.batch_id);
+    MatrixToProto(message.gradient, request->mutable_gradient());
+    previous_sender_->Enqueue(
+        absl::StrCat("Gradient batch ", message.batch_id),
+        [this, request](grpc::ClientContext* context) {
+          v1::GradientResponse response;
+          return previous_->Gradient(context, *request, &response);
+        });
+  }
+
+  void ReportBatch(const BatchReport& report) override {
+    auto request = std::make_shared<v1::BatchResult>();
+    request->set_batch_id(report.batch_id);
+    request->set_mode(report.train ? v1::BATCH_MODE_TRAIN : v1::BATCH_MODE_EVAL);
+    request->set_loss(report.mean_loss);
+    request->set_correct(report.correct);
+    request->set_examples(report.examples);
+    coordinator_sender_->Enqueue(
+        absl::StrCat("ReportBatch batch ", report.batch_id),
+        [this, request](grpc::ClientContext* context) {
+          v1::ReportBatchResponse response;
+          return coordinator_->ReportBatch(context, *request, &response);
+        });
+  }
+
+ private:
+  std::unique_ptr<v1::LayerService::Stub> next_;
+  std::unique_ptr<v1::LayerService::Stub> previous_;
+  std::unique_ptr<v1::CoordinatorService::Stub> coordinator_;
+  // Declared after the stubs so they stop before the stubs go away.
+  std::unique_ptr<RpcSender> next_sender_;
+  std::unique_ptr<RpcSender> previous_sender_;
+  std::unique_ptr<RpcSender> coordinator_sender_;
+};
+
+}  // namespace
+
+class LayerServiceImpl::Runtime {
+ public:
+  static absl::StatusOr<std::shared_ptr<Runtime>> Create(
+      const v1::ConfigureRequest& request) {
+    auto runtime = std::shared_ptr<Runtime>(new Runtime());
+    runtime->spec_ = request.spec();
+    ApplyJobDefaults(&runtime->spec_);
+    absl::Status status = ValidateJobSpec(runtime->spec_);
+    if (!status.ok()) return status;
+    const int index = request.group_index();
+    if (index < 0 || index >= runtime->spec_.groups_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "group_index ", index, " is outside the spec's ",
+          runtime->spec_.groups_size(), " groups"));
+    }
+    if (index + 1 == runtime->spec_.groups_size() &&
+        request.coordinator_address().empty()) {
+      return absl::InvalidArgumentError(
+          "coordinator_address is empty; the last group reports to it");
+    }
+
+    runtime->transport_ = std::make_unique<GrpcTransport>(
+        runtime->spec_, index, request.coordinator_address());
+    absl::StatusOr<std::unique_ptr<Group>> group =
+        Group::Create(runtime->spec_, index, runtime->transport_.get());
+    if (!group.ok()) return group.status();
+    runtime->worker_ = std::make_unique<GroupWorker>(
+        *std::move(group), 2 * runtime->spec_.cache_capacity() + 8);
+    return runtime;
+  }
+
+  const Group& group() const { return worker_->group(); }
+  GroupWorker& worker() { return *worker_; }
+  const v1::JobSpec& spec() const { return spec_; }
+
+ private:
+  Runtime() = default;
+
+  v1::JobSpec spec_;
+  std::unique_ptr<GrpcTransport> transport_;
+  // Declared last so the compute thread stops before the transport goes.
+  std::unique_ptr<GroupWorker> worker_;
+};
+
+LayerServiceImpl::LayerServiceImpl() = default;
+LayerServiceImpl::~LayerServiceImpl() = default;
+
+std::shared_ptr<LayerServiceImpl::Runtime> LayerServiceImpl::CurrentRuntime() {
+  absl::MutexLock lock(&mu_);
+  if (runtime_ == nullptr) ++rejected_unconfigured_;
+  return runtime_;
+}
+
+namespace {
+
+grpc::Status NotConfigured() {
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                      "this group is not configured; the coordinator must "
+                      "call Configure first");
+}
+
+grpc::Status Rejected(const char* method, const absl::Status& status) {
+  LOG_EVERY_N(WARNING, 100) << method << " rejected (" << google::COUNTER
+                            << " so far, 1 in 100 logged): " << status;
+  return ToGrpcStatus(status);
+}
+
+}  // namespace
+
+grpc::Status LayerServiceImpl::Configure(grpc::ServerContext* context,
+                                         const v1::ConfigureRequest* request,
+                                         v1::ConfigureResponse* response) {
+  absl::StatusOr<std::shared_ptr<Runtime>> runtime = Runtime::Create(*request);
+  if (!runtime.ok()) {
+    LOG(ERROR) << "Configure rejected: " << runtime.status();
+    return ToGrpcStatus(runtime.status());
+  }
+  const Group& group = (*runtime)->group();
+  LOG(INFO) << "configured group " << group.index() << " of "
+            << (*runtime)->spec().groups_size() << " for job '"
+            << (*runtime)->spec().name() << "': mode "
+            << v1::TrainingMode_Name(group.mode()) << ", "
+            << group.parameter_count() << " parameters, input width "
+            << group.input_dim() << ", output width " << group.output_dim();
+  response->set_parameter_count(group.parameter_count());
+
+  std::shared_ptr<Runtime> previous;
+  {
+    absl::MutexLock lock(&mu_);
+    previous = std::move(runtime_);
+    runtime_ = *std::move(runtime);
+  }
+  // `previous` stops its threads here, outside the lock, once no handler
+  // holds it any more.
+  return grpc::Status::OK;
+}
+
+grpc::Status LayerServiceImpl::Forward(grpc::ServerContext* context,
+                                       const v1::ForwardRequest* request,
+                                       v1::ForwardResponse* response) {
+  std::shared_ptr<Runtime> runtime = CurrentRuntime();
+  if (runtime == nullptr) return NotConfigured();
+  const Group& group = runtime->group();
+
+  if (request->mode() != v1::BATCH_MODE_TRAIN &&
+      request->mode() != v1::BATCH_MODE_EVAL) {
+    runtime->worker().CountRejected();
+    return Rejected("Forward", absl::InvalidArgumentError(absl::StrCat(
+                                   "batch ", request->batch_id(), " has mode ",
+                                   v1::BatchMode_Name(request->mode()),
+                                   "; use BATCH_MODE_TRAIN or BATCH_MODE_EVAL")));
+  }
+  TensorLimits limits;
+  limits.cols = group.input_dim();
+  limits.max_rows = kMaxBatchSize;
+  absl::StatusOr<Matrix> activations = MatrixFromProto(
+      request->activations(), limits,
+      absl::StrCat("activations of batch ", request->batch_id()));
+  if (!activations.ok()) {
+    runtime->worker().CountRejected();
+    return Rejected("Forward", activations.status());
+  }
+
+  ForwardMessage message;
+  message.batch_id = request->batch_id();
+  message.producer_step = request->producer_step();
+  message.activations = *std::move(activations);
+  message.labels.assign(request->labels().begin(), request->labels().end());
+  message.train = request->mode() == v1::BATCH_MODE_TRAIN;
+  absl::Status status = runtime->worker().SubmitForward(std::move(message));
+  if (!status.ok()) return Rejected("Forward", status);
+  return grpc::Status::OK;
+}
+
+grpc::Status LayerServiceImpl::Gradient(grpc::ServerContext* context,
+                                        const v1::GradientRequest* request,
+                                        v1::GradientResponse* response) {
+  std::shared_ptr<Runtime> runtime = CurrentRuntime();
+  if (runtime == nullptr) return NotConfigured();
+  const Group& group = runtime->group();
+
+  TensorLimits limits;
+  limits.cols = group.output_dim();
+  limits.max_rows = kMaxBatchSize;
+  absl::StatusOr<Matrix> gradient = MatrixFromProto(
+      request->gradient(), limits,
+      absl::StrCat("gradient of batch ", request->batch_id()));
+  if (!gradient.ok()) {
+    runtime->worker().CountRejected();
+    return Rejected("Gradient", gradient.status());
+  }
+
+  absl::Status status = runtime->worker().SubmitGradient(
+      {request->batch_id(), *std::move(gradient)});
+  if (!status.ok()) return Rejected("Gradient", status);
+  return grpc::Status::OK;
+}
+
+grpc::Status LayerServiceImpl::GetStatus(grpc::ServerContext* context,
+                                         const v1::GetStatusRequest* request,
+                                         v1::GroupStatus* response) {
+  std::shared_ptr<Runtime> runtime;
+  int64_t rejected_unconfigured = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    runtime = runtime_;
+    rejected_unconfigured = rejected_unconfigured_;
+  }
+  response->set_rejected_requests(rejected_unconfigured);
+  if (runtime == nullptr) return grpc::Status::OK;
+
+  const Group& group = runtime->group();
+  const GroupStats stats = group.stats();
+  response->set_configured(true);
+  response->set_group_index(group.index());
+  response->set_mode(group.mode());
+  response->set_step(stats.step);
+  response->set_forward_batches(stats.forward_batches);
+  response->set_forward_samples(stats.forward_samples);
+  response->set_gradient_batches(stats.gradient_batches);
+  response->set_cache_evictions(stats.cache_evictions);
+  response->set_queue_depth(runtime->worker().queue_depth());
+  if (stats.staleness_count > 0) {
+    response->set_staleness_steps_mean(
+        static_cast<double>(stats.staleness_steps_sum) / stats.staleness_count);
+    response->set_staleness_seconds_mean(stats.staleness_seconds_sum /
+                                         stats.staleness_count);
+  }
+  response->set_staleness_steps_max(stats.staleness_steps_max);
+  response->set_synthetic_gradient_loss(stats.synthetic_gradient_loss);
+  response->set_synthetic_gradient_cosine(stats.synthetic_gradient_cosine);
+  response->set_training_loss(stats.training_loss);
+  response->set_rejected_requests(rejected_unconfigured + stats.rejected_requests);
+  return grpc::Status::OK;
+}
+
+grpc::Status LayerServiceImpl::GetParameters(
+    grpc::ServerContext* context, const v1::GetParametersRequest* request,
+    v1::GetParametersResponse* response) {
+  std::shared_ptr<Runtime> runtime = CurrentRuntime();
+  if (runtime == nullptr) return NotConfigured();
+  runtime->worker().RunOnComputeThread([response](Group& group) {
+    for (const Matrix& p : group.parameters()) {
+      MatrixToProto(p, response->add_parameters());
+    }
+    for (const Matrix& p : group.synthetic_gradient_parameters()) {
+      MatrixToProto(p, response->add_synthetic_gradient_parameters());
+    }
+    response->set_step(group.stats().step);
+  });
+  return grpc::Status::OK;
+}
+
+}  // namespace synthgrad

@@ -1,0 +1,58 @@
+// synthgrad_layer: serves one layer group. Which layers it holds comes from
+// the job spec in the coordinator's Configure call, so one binary serves every
+// stage.
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "glog/logging.h"
+#include "services/flags_util.h"
+#include "services/layer/layer_service.h"
+#include "services/server_util.h"
+
+ABSL_FLAG(std::string, bind_address, "127.0.0.1",
+          "IP address the gRPC server listens on; 0.0.0.0 for every "
+          "interface.");
+ABSL_FLAG(int, port, 50051,
+          "TCP port of the gRPC server; 0 picks a free port (see "
+          "--port_file).");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the bound port number is written to this file once the "
+          "server accepts calls.");
+
+int main(int argc, char** argv) {
+  synthgrad::BlockShutdownSignals();
+  synthgrad::InitProgram(
+      argc, argv,
+      "Serves one synthgrad layer group over gRPC (synthgrad.v1.LayerService).\n"
+      "Usage: synthgrad_layer [--bind_address=IP] [--port=N] "
+      "[--port_file=PATH]");
+
+  synthgrad::LayerServiceImpl service;
+  int port = 0;
+  absl::StatusOr<std::unique_ptr<grpc::Server>> server = synthgrad::StartServer(
+      absl::GetFlag(FLAGS_bind_address), absl::GetFlag(FLAGS_port), {&service},
+      &port);
+  if (!server.ok()) {
+    LOG(ERROR) << server.status().message();
+    return 1;
+  }
+  LOG(INFO) << "synthgrad_layer listening on "
+            << absl::GetFlag(FLAGS_bind_address) << ":" << port;
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    absl::Status status =
+        synthgrad::WritePortFile(absl::GetFlag(FLAGS_port_file), port);
+    if (!status.ok()) {
+      LOG(ERROR) << status.message();
+      return 1;
+    }
+  }
+
+  const int signal_number = synthgrad::WaitForShutdownSignal();
+  LOG(INFO) << "signal " << signal_number << " received; shutting down";
+  (*server)->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::seconds(2));
+  LOG(INFO) << "synthgrad_layer stopped";
+  return 0;
+}

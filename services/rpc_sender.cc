@@ -1,0 +1,105 @@
+#include "services/rpc_sender.h"
+
+#include <algorithm>
+#include <random>
+
+#include "glog/logging.h"
+
+namespace synthgrad {
+
+RpcSender::RpcSender(std::string peer, int capacity, RetryPolicy policy,
+                     FailureCallback on_failure)
+    : peer_(std::move(peer)),
+      capacity_(capacity),
+      policy_(policy),
+      on_failure_(std::move(on_failure)) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+RpcSender::~RpcSender() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  thread_.join();
+}
+
+void RpcSender::Enqueue(std::string what, Call call) {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](RpcSender* sender) ABSL_EXCLUSIVE_LOCKS_REQUIRED(sender->mu_) {
+        return sender->stopping_ ||
+               static_cast<int>(sender->queue_.size()) < sender->capacity_;
+      },
+      this));
+  if (stopping_) return;
+  queue_.push_back({std::move(what), std::move(call)});
+}
+
+void RpcSender::Run() {
+  for (;;) {
+    Pending pending;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](RpcSender* sender) ABSL_EXCLUSIVE_LOCKS_REQUIRED(sender->mu_) {
+            return sender->stopping_ || !sender->queue_.empty();
+          },
+          this));
+      if (stopping_) return;
+      pending = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    Deliver(pending);
+  }
+}
+
+void RpcSender::Deliver(const Pending& pending) {
+  const grpc::Status status = CallWithRetry(
+      pending.what, peer_, policy_, pending.call, [this] {
+        absl::MutexLock lock(&mu_);
+        return stopping_;
+      });
+  if (status.ok() || status.error_code() == grpc::StatusCode::CANCELLED) return;
+  LOG(ERROR) << pending.what << " to " << peer_ << " failed: code "
+             << status.error_code() << ": " << status.error_message();
+  if (on_failure_) on_failure_(pending.what, status);
+}
+
+grpc::Status CallWithRetry(const std::string& what, const std::string& peer,
+                           const RetryPolicy& policy, const RpcCall& call,
+                           const std::function<bool()>& cancelled) {
+  const auto give_up_at = std::chrono::steady_clock::now() + policy.total_timeout;
+  std::mt19937 jitter_rng(std::random_device{}());
+  auto backoff = policy.initial_backoff;
+  for (int attempt = 1;; ++attempt) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         policy.attempt_timeout);
+    const grpc::Status status = call(&context);
+    const bool retryable =
+        status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+    if (!retryable ||
+        std::chrono::steady_clock::now() + backoff > give_up_at) {
+      return status;
+    }
+    if (cancelled && cancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED,
+                          what + " cancelled during retries");
+    }
+    if (attempt == 1 || attempt % 20 == 0) {
+      LOG(WARNING) << what << " to " << peer << " attempt " << attempt
+                   << " failed (code " << status.error_code() << ": "
+                   << status.error_message() << "); retrying";
+    }
+    // A uniform sleep in [backoff / 2, backoff] spreads out peers that failed
+    // together.
+    std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2,
+                                                  backoff.count());
+    std::this_thread::sleep_for(std::chrono::milliseconds(jitter(jitter_rng)));
+    backoff = std::min(backoff * 2, policy.max_backoff);
+  }
+}
+
+}  // namespace synthgrad

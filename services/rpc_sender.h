@@ -1,0 +1,86 @@
+// Delivers RPCs to one peer in the order they were queued, from a thread of
+// its own, so the caller (a group's compute thread or the coordinator) never
+// waits on the network. A call failing with UNAVAILABLE or
+// RESOURCE_EXHAUSTED is retried with exponential backoff and jitter; any other
+// failure, or running out of retry time, is logged and passed to the
+// failure callback.
+//
+// Thread-safe.
+#ifndef SYNTHGRAD_SERVICES_RPC_SENDER_H_
+#define SYNTHGRAD_SERVICES_RPC_SENDER_H_
+
+#include <chrono>
+#include <functional>
+#include <deque>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "grpcpp/grpcpp.h"
+
+namespace synthgrad {
+
+struct RetryPolicy {
+  // Deadline of one attempt.
+  std::chrono::milliseconds attempt_timeout{10000};
+  // Total time across attempts before the call is given up.
+  std::chrono::milliseconds total_timeout{60000};
+  std::chrono::milliseconds initial_backoff{10};
+  std::chrono::milliseconds max_backoff{1000};
+};
+
+// Signature of one attempt of a call; `context` carries the deadline.
+using RpcCall = std::function<grpc::Status(grpc::ClientContext* context)>;
+
+// Runs `call` until it succeeds, fails with a code other than UNAVAILABLE or
+// RESOURCE_EXHAUSTED, runs out of `policy`'s total time, or `cancelled`
+// returns true. Returns the last attempt's status. `what` and `peer` name the
+// call in the warning logged for retries.
+grpc::Status CallWithRetry(const std::string& what, const std::string& peer,
+                           const RetryPolicy& policy, const RpcCall& call,
+                           const std::function<bool()>& cancelled);
+
+class RpcSender {
+ public:
+  using Call = RpcCall;
+  using FailureCallback =
+      std::function<void(const std::string& what, const grpc::Status& status)>;
+
+  // `peer` names the destination in logs. At most `capacity` calls wait;
+  // Enqueue blocks beyond that.
+  RpcSender(std::string peer, int capacity, RetryPolicy policy,
+            FailureCallback on_failure);
+  // Stops after the call in progress; queued calls are dropped.
+  ~RpcSender();
+
+  RpcSender(const RpcSender&) = delete;
+  RpcSender& operator=(const RpcSender&) = delete;
+
+  // Queues `call`; `what` describes it in logs ("Forward batch 12").
+  void Enqueue(std::string what, Call call) ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct Pending {
+    std::string what;
+    Call call;
+  };
+
+  void Run();
+  void Deliver(const Pending& pending);
+
+  const std::string peer_;
+  const int capacity_;
+  const RetryPolicy policy_;
+  const FailureCallback on_failure_;
+
+  absl::Mutex mu_;
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::thread thread_;
+};
+
+}  // namespace synthgrad
+
+#endif  // SYNTHGRAD_SERVICES_RPC_SENDER_H_
