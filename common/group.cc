@@ -165,8 +165,8 @@ void Group::HandleForward(ForwardMessage message) {
     if (is_last()) {
       LossResult loss = SoftmaxCrossEntropy(h, message.labels,
                                             /*want_gradient=*/false);
-      transport_->ReportBatch(
-          {batch_id, false, loss.mean_loss, loss.correct, static_cast<int>(rows)});
+      transport_->ReportBatch({batch_id, false, false, loss.mean_loss,
+                               loss.correct, static_cast<int>(rows)});
     } else {
       transport_->SendForward({batch_id, step_, std::move(h),
                                std::move(message.labels), false});
@@ -186,8 +186,8 @@ void Group::HandleForward(ForwardMessage message) {
       absl::MutexLock lock(&mu_);
       UpdateAverage(loss.mean_loss, &stats_.training_loss);
     }
-    transport_->ReportBatch(
-        {batch_id, true, loss.mean_loss, loss.correct, static_cast<int>(rows)});
+    transport_->ReportBatch({batch_id, true, false, loss.mean_loss,
+                             loss.correct, static_cast<int>(rows)});
     FinishBatch(batch_id);
     return;
   }
@@ -242,6 +242,13 @@ void Group::HandleGradient(GradientMessage message) {
 
   if (mode_ == v1::TRAINING_MODE_BACKPROP) {
     Update(batch_id, entry.trace, message.gradient);
+    if (index_ == 0) {
+      BatchReport done;
+      done.batch_id = batch_id;
+      done.backward_done = true;
+      done.examples = static_cast<int>(message.gradient.rows());
+      transport_->ReportBatch(done);
+    }
   } else {
     SyntheticGradientModel::TrainResult result = synthetic_gradient_->Train(
         entry.output, entry.labels, message.gradient);

@@ -55,10 +55,13 @@ struct GradientMessage {
   Matrix gradient;
 };
 
-// What the last group reports to the coordinator for each batch.
+// What the last group reports to the coordinator for each batch. In locked
+// backprop the first group also reports, with backward_done set, once it has
+// applied the batch's gradient.
 struct BatchReport {
   int64_t batch_id = 0;
   bool train = true;
+  bool backward_done = false;
   double mean_loss = 0.0;
   int correct = 0;
   int examples = 0;
@@ -74,7 +77,8 @@ class Transport {
   virtual void SendForward(ForwardMessage message) = 0;
   // Sends d loss / d input of a batch to the previous group.
   virtual void SendGradient(GradientMessage message) = 0;
-  // Sends the last group's result for a batch to the coordinator.
+  // Sends a batch result (last group) or the end of a batch's backward pass
+  // (first group, locked backprop) to the coordinator.
   virtual void ReportBatch(const BatchReport& report) = 0;
 };
 

@@ -75,7 +75,7 @@ void InProcessTrainer::LoopbackTransport::SendGradient(
 
 void InProcessTrainer::LoopbackTransport::ReportBatch(
     const BatchReport& report) {
-  trainer_->report_ = report;
+  if (!report.backward_done) trainer_->report_ = report;
 }
 
 }  // namespace synthgrad

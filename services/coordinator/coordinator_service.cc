@@ -121,14 +121,31 @@ class CoordinatorServiceImpl::Job {
       return absl::NotFoundError(absl::StrCat(
           "batch ", result.batch_id(), " is not in flight in job ", id_));
     }
-    const bool train = it->second;
+    InFlight& batch = it->second;
+    const bool train = batch.train;
+    if (result.backward_done()) {
+      if (!batch.awaits_backward) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "batch ", result.batch_id(), " does not await a backward pass"));
+      }
+      batch.awaits_backward = false;
+      if (!batch.awaits_result) in_flight_.erase(it);
+      last_progress_ = absl::Now();
+      ++version_;
+      return absl::OkStatus();
+    }
+    if (!batch.awaits_result) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "batch ", result.batch_id(), " has already reported its result"));
+    }
     if (result.examples() < 0 || result.correct() < 0 ||
         result.correct() > result.examples()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "batch ", result.batch_id(), " reports ", result.correct(),
           " correct of ", result.examples(), " examples"));
     }
-    in_flight_.erase(it);
+    batch.awaits_result = false;
+    if (!batch.awaits_backward) in_flight_.erase(it);
     PassTotals& totals = train ? train_totals_ : test_totals_;
     totals.loss_sum += result.loss() * result.examples();
     totals.correct += result.correct();
@@ -177,7 +194,7 @@ class CoordinatorServiceImpl::Job {
       request.set_coordinator_address(advertise_address_);
       v1::ConfigureResponse response;
       RetryPolicy policy;
-      policy.total_timeout = std::chrono::seconds(30);
+      policy.total_timeout = std::chrono::seconds(spec_.batch_timeout_seconds());
       const grpc::Status status = CallWithRetry(
           absl::StrCat("Configure group ", i), spec_.groups(i).address(), policy,
           [&](grpc::ClientContext* context) {
@@ -262,7 +279,12 @@ class CoordinatorServiceImpl::Job {
       request.set_mode(train ? v1::BATCH_MODE_TRAIN : v1::BATCH_MODE_EVAL);
       {
         absl::MutexLock lock(&mu_);
-        in_flight_[batch_id] = train;
+        // Locked backprop: the batch also waits for the first group's
+        // update, so the next batch sees the weights it produced.
+        in_flight_[batch_id] = {train, /*awaits_result=*/true,
+                                /*awaits_backward=*/train &&
+                                    spec_.mode() == v1::TRAINING_MODE_BACKPROP &&
+                                    spec_.groups_size() > 1};
       }
 
       v1::ForwardResponse response;
@@ -297,7 +319,7 @@ class CoordinatorServiceImpl::Job {
       if (mu_.AwaitWithDeadline(absl::Condition(&ready), deadline)) break;
       if (absl::Now() >= last_progress_ + timeout) {
         std::vector<int64_t> ids;
-        for (const auto& [id, train] : in_flight_) ids.push_back(id);
+        for (const auto& [id, batch] : in_flight_) ids.push_back(id);
         std::sort(ids.begin(), ids.end());
         if (ids.size() > 8) ids.resize(8);
         return absl::DeadlineExceededError(absl::StrCat(
@@ -346,8 +368,14 @@ class CoordinatorServiceImpl::Job {
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
   std::string stop_reason_ ABSL_GUARDED_BY(mu_);
-  // Batch id to whether it is a training batch.
-  absl::flat_hash_map<int64_t, bool> in_flight_ ABSL_GUARDED_BY(mu_);
+  struct InFlight {
+    bool train;
+    // Waiting for the last group's result.
+    bool awaits_result;
+    // Waiting for the first group's backward_done notice (locked backprop).
+    bool awaits_backward;
+  };
+  absl::flat_hash_map<int64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
   PassTotals train_totals_ ABSL_GUARDED_BY(mu_);
   PassTotals test_totals_ ABSL_GUARDED_BY(mu_);
   int64_t batches_done_in_epoch_ ABSL_GUARDED_BY(mu_) = 0;

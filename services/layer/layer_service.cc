@@ -35,7 +35,7 @@ class GrpcTransport final : public Transport {
           absl::StrCat("group ", index - 1, " at ", peer), capacity,
           RetryPolicy{}, nullptr);
     }
-    if (index + 1 == spec.groups_size()) {
+    if (index == 0 || index + 1 == spec.groups_size()) {
       coordinator_ =
           v1::CoordinatorService::NewStub(MakeChannel(coordinator_address));
       coordinator_sender_ = std::make_unique<RpcSender>(
@@ -75,6 +75,7 @@ class GrpcTransport final : public Transport {
     auto request = std::make_shared<v1::BatchResult>();
     request->set_batch_id(report.batch_id);
     request->set_mode(report.train ? v1::BATCH_MODE_TRAIN : v1::BATCH_MODE_EVAL);
+    request->set_backward_done(report.backward_done);
     request->set_loss(report.mean_loss);
     request->set_correct(report.correct);
     request->set_examples(report.examples);
@@ -113,10 +114,11 @@ class LayerServiceImpl::Runtime {
           "group_index ", index, " is outside the spec's ",
           runtime->spec_.groups_size(), " groups"));
     }
-    if (index + 1 == runtime->spec_.groups_size() &&
+    if ((index == 0 || index + 1 == runtime->spec_.groups_size()) &&
         request.coordinator_address().empty()) {
       return absl::InvalidArgumentError(
-          "coordinator_address is empty; the last group reports to it");
+          "coordinator_address is empty; the first and last groups report to "
+          "it");
     }
 
     runtime->transport_ = std::make_unique<GrpcTransport>(
