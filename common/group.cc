@@ -30,11 +30,17 @@ uint64_t SyntheticGradientSeed(uint64_t seed, int index) {
   return seed * 1000003ULL + 2ULL * static_cast<uint64_t>(index) + 2ULL;
 }
 
+GroupObserver& NoOpObserver() {
+  static GroupObserver* const observer = new GroupObserver();
+  return *observer;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Group>> Group::Create(const v1::JobSpec& spec,
                                                      int index,
-                                                     Transport* transport) {
+                                                     Transport* transport,
+                                                     GroupObserver* observer) {
   if (index < 0 || index >= spec.groups_size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "group_index ", index, " is outside the spec's ", spec.groups_size(),
@@ -66,19 +72,20 @@ absl::StatusOr<std::unique_ptr<Group>> Group::Create(const v1::JobSpec& spec,
   return std::unique_ptr<Group>(new Group(spec, index, *std::move(network),
                                           *std::move(optimizer),
                                           std::move(synthetic_gradient),
-                                          transport));
+                                          transport, observer));
 }
 
 Group::Group(const v1::JobSpec& spec, int index, Network network,
              std::unique_ptr<Optimizer> optimizer,
              std::optional<SyntheticGradientModel> synthetic_gradient,
-             Transport* transport)
+             Transport* transport, GroupObserver* observer)
     : index_(index),
       group_count_(spec.groups_size()),
       mode_(spec.mode()),
       num_classes_(spec.num_classes()),
       cache_capacity_(spec.cache_capacity()),
       transport_(transport),
+      observer_(observer != nullptr ? observer : &NoOpObserver()),
       network_(std::move(network)),
       optimizer_(std::move(optimizer)),
       synthetic_gradient_(std::move(synthetic_gradient)) {
@@ -86,6 +93,8 @@ Group::Group(const v1::JobSpec& spec, int index, Network network,
   stats_.synthetic_gradient_loss = nan;
   stats_.synthetic_gradient_cosine = nan;
   stats_.training_loss = nan;
+  stats_.probe_cosine = nan;
+  stats_.probe_relative_error = nan;
 }
 
 absl::Status Group::AcceptForward(const ForwardMessage& message) {
@@ -122,7 +131,10 @@ absl::Status Group::AcceptForward(const ForwardMessage& message) {
     status = absl::AlreadyExistsError(absl::StrCat(
         "batch ", message.batch_id, " is already in flight at group ", index_));
   }
-  if (!status.ok()) ++stats_.rejected_requests;
+  if (!status.ok()) {
+    ++stats_.rejected_requests;
+    observer_->OnRejected(status.code());
+  }
   return status;
 }
 
@@ -146,21 +158,26 @@ absl::Status Group::AcceptGradient(const GradientMessage& message) {
   } else {
     awaiting_gradient_.erase(it);
   }
-  if (!status.ok()) ++stats_.rejected_requests;
+  if (!status.ok()) {
+    ++stats_.rejected_requests;
+    observer_->OnRejected(status.code());
+  }
   return status;
 }
 
 void Group::HandleForward(ForwardMessage message) {
   const int64_t batch_id = message.batch_id;
   const int64_t rows = message.activations.rows();
-  {
+  const bool train = message.kind == BatchKind::kTrain;
+  if (message.kind != BatchKind::kProbe) {
     absl::MutexLock lock(&mu_);
     ++stats_.forward_batches;
     stats_.forward_samples += rows;
   }
+  if (message.kind != BatchKind::kProbe) observer_->OnForward(train, rows);
 
   // Evaluation: forward only, no update and nothing cached.
-  if (!message.train) {
+  if (message.kind == BatchKind::kEval) {
     Matrix h = network_.Forward(message.activations, nullptr);
     if (is_last()) {
       LossResult loss = SoftmaxCrossEntropy(h, message.labels,
@@ -169,7 +186,7 @@ void Group::HandleForward(ForwardMessage message) {
                                loss.correct, static_cast<int>(rows)});
     } else {
       transport_->SendForward({batch_id, step_, std::move(h),
-                               std::move(message.labels), false});
+                               std::move(message.labels), BatchKind::kEval});
     }
     FinishBatch(batch_id);
     return;
@@ -181,11 +198,17 @@ void Group::HandleForward(ForwardMessage message) {
   if (is_last()) {
     LossResult loss =
         SoftmaxCrossEntropy(h, message.labels, /*want_gradient=*/true);
+    if (!train) {
+      FinishProbe(batch_id, trace, loss.gradient);
+      FinishBatch(batch_id);
+      return;
+    }
     Update(batch_id, trace, loss.gradient);
     {
       absl::MutexLock lock(&mu_);
       UpdateAverage(loss.mean_loss, &stats_.training_loss);
     }
+    observer_->OnTrainingLoss(loss.mean_loss);
     transport_->ReportBatch({batch_id, true, false, loss.mean_loss,
                              loss.correct, static_cast<int>(rows)});
     FinishBatch(batch_id);
@@ -196,11 +219,13 @@ void Group::HandleForward(ForwardMessage message) {
   entry.step_at_forward = step_;
   entry.sent_at = std::chrono::steady_clock::now();
   entry.labels = message.labels;
-  if (mode_ == v1::TRAINING_MODE_BACKPROP) {
+  entry.probe = !train;
+  if (mode_ == v1::TRAINING_MODE_BACKPROP || !train) {
+    if (!train) entry.output = h;
     entry.trace = std::move(trace);
     CacheForGradient(batch_id, std::move(entry));
-    transport_->SendForward(
-        {batch_id, step_, std::move(h), std::move(message.labels), true});
+    transport_->SendForward({batch_id, step_, std::move(h),
+                             std::move(message.labels), message.kind});
     return;
   }
 
@@ -208,7 +233,7 @@ void Group::HandleForward(ForwardMessage message) {
   // next group can start at once.
   entry.output = h;
   CacheForGradient(batch_id, std::move(entry));
-  transport_->SendForward({batch_id, step_, h, message.labels, true});
+  transport_->SendForward({batch_id, step_, h, message.labels, BatchKind::kTrain});
   const Matrix synthetic = synthetic_gradient_->Predict(h, message.labels);
   Update(batch_id, trace, synthetic);
 }
@@ -227,6 +252,13 @@ void Group::HandleGradient(GradientMessage message) {
   CacheEntry entry = std::move(it->second);
   cache_.erase(it);
 
+  if (entry.probe) {
+    RecordProbe(entry, message.gradient);
+    FinishProbe(batch_id, entry.trace, message.gradient);
+    FinishBatch(batch_id);
+    return;
+  }
+
   const int64_t staleness = step_ - entry.step_at_forward;
   const double seconds = std::chrono::duration<double>(
                              std::chrono::steady_clock::now() - entry.sent_at)
@@ -239,24 +271,55 @@ void Group::HandleGradient(GradientMessage message) {
     stats_.staleness_steps_max = std::max(stats_.staleness_steps_max, staleness);
     stats_.staleness_seconds_sum += seconds;
   }
+  observer_->OnGradient(staleness, seconds);
 
   if (mode_ == v1::TRAINING_MODE_BACKPROP) {
     Update(batch_id, entry.trace, message.gradient);
-    if (index_ == 0) {
-      BatchReport done;
-      done.batch_id = batch_id;
-      done.backward_done = true;
-      done.examples = static_cast<int>(message.gradient.rows());
-      transport_->ReportBatch(done);
-    }
+    if (index_ == 0) ReportBackwardDone(batch_id, message.gradient.rows());
   } else {
     SyntheticGradientModel::TrainResult result = synthetic_gradient_->Train(
         entry.output, entry.labels, message.gradient);
+    observer_->OnSyntheticGradientTrained(result.loss, result.cosine);
     absl::MutexLock lock(&mu_);
     UpdateAverage(result.loss, &stats_.synthetic_gradient_loss);
     UpdateAverage(result.cosine, &stats_.synthetic_gradient_cosine);
   }
   FinishBatch(batch_id);
+}
+
+void Group::FinishProbe(int64_t batch_id, const Network::Trace& trace,
+                        const Matrix& g) {
+  if (index_ == 0) {
+    ReportBackwardDone(batch_id, g.rows());
+    return;
+  }
+  Matrix dx = network_.Backward(trace, g, /*want_input_gradient=*/true);
+  // Backward accumulated parameter gradients; they are not applied, and the
+  // next Update zeroes them first.
+  transport_->SendGradient({batch_id, std::move(dx)});
+}
+
+void Group::RecordProbe(const CacheEntry& entry, const Matrix& exact) {
+  if (!synthetic_gradient_) return;
+  const Matrix synthetic = synthetic_gradient_->Predict(entry.output, entry.labels);
+  const double cosine = Cosine(synthetic, exact);
+  const double exact_norm = exact.norm();
+  const double relative_error =
+      exact_norm > 0.0 ? (synthetic - exact).norm() / exact_norm
+                       : std::numeric_limits<double>::quiet_NaN();
+  observer_->OnExactGradientProbe(cosine, relative_error);
+  absl::MutexLock lock(&mu_);
+  ++stats_.probes;
+  stats_.probe_cosine = cosine;
+  stats_.probe_relative_error = relative_error;
+}
+
+void Group::ReportBackwardDone(int64_t batch_id, int64_t rows) {
+  BatchReport done;
+  done.batch_id = batch_id;
+  done.backward_done = true;
+  done.examples = static_cast<int>(rows);
+  transport_->ReportBatch(done);
 }
 
 void Group::Update(int64_t batch_id, const Network::Trace& trace,
@@ -271,6 +334,7 @@ void Group::Update(int64_t batch_id, const Network::Trace& trace,
     absl::MutexLock lock(&mu_);
     stats_.step = step_;
   }
+  observer_->OnUpdate(step_);
   if (send_upstream) transport_->SendGradient({batch_id, std::move(dx)});
 }
 
@@ -286,6 +350,7 @@ void Group::CacheForGradient(int64_t batch_id, CacheEntry entry) {
     awaiting_gradient_.erase(oldest);
     in_flight_.erase(oldest);
     ++stats_.cache_evictions;
+    observer_->OnCacheEviction();
   }
   cache_.emplace(batch_id, std::move(entry));
   absl::MutexLock lock(&mu_);
@@ -297,9 +362,10 @@ void Group::FinishBatch(int64_t batch_id) {
   in_flight_.erase(batch_id);
 }
 
-void Group::CountRejected() {
+void Group::CountRejected(absl::StatusCode code) {
   absl::MutexLock lock(&mu_);
   ++stats_.rejected_requests;
+  observer_->OnRejected(code);
 }
 
 GroupStats Group::stats() const {

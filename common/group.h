@@ -12,6 +12,8 @@
 //      for b to group k-1 (the bootstrapped target of M_{k-1}).
 //   4. Gradient(b, d) from group k+1: DNI / cDNI train M_k on (h_b, d);
 //      backprop runs step 3 with g = d.
+// A probe batch runs steps 1-3 as in backprop but updates nothing; each group
+// with a synthetic-gradient model compares M_k(h) with the exact d.
 //
 // Threading: AcceptForward, AcceptGradient and stats() are thread-safe. Every
 // other method runs on one compute thread, which owns the parameters.
@@ -39,6 +41,13 @@
 
 namespace synthgrad {
 
+enum class BatchKind {
+  kTrain,
+  kEval,
+  // Exact-gradient probe: locked forward and backward pass, no update.
+  kProbe,
+};
+
 struct ForwardMessage {
   int64_t batch_id = 0;
   // Updates the sender had made when it sent the batch.
@@ -46,7 +55,7 @@ struct ForwardMessage {
   Matrix activations;
   // One class index per row.
   std::vector<int32_t> labels;
-  bool train = true;
+  BatchKind kind = BatchKind::kTrain;
 };
 
 struct GradientMessage {
@@ -82,6 +91,28 @@ class Transport {
   virtual void ReportBatch(const BatchReport& report) = 0;
 };
 
+// Receives a group's events as they happen, for metrics. Called from the
+// compute thread and from request threads, so implementations must be
+// thread-safe. Every method defaults to doing nothing.
+class GroupObserver {
+ public:
+  virtual ~GroupObserver() = default;
+  virtual void OnForward(bool train, int64_t samples) {}
+  // A weight update; `step` counts updates so far.
+  virtual void OnUpdate(int64_t step) {}
+  // A true gradient arrived for a batch sent forward `staleness_steps`
+  // updates and `staleness_seconds` ago.
+  virtual void OnGradient(int64_t staleness_steps, double staleness_seconds) {}
+  // The synthetic-gradient model was trained towards its target.
+  virtual void OnSyntheticGradientTrained(double loss, double cosine) {}
+  // The synthetic gradient was compared with the exact gradient.
+  virtual void OnExactGradientProbe(double cosine, double relative_error) {}
+  virtual void OnTrainingLoss(double loss) {}
+  virtual void OnCacheEviction() {}
+  virtual void OnRejected(absl::StatusCode code) {}
+  virtual void OnQueueDepth(int depth) {}
+};
+
 struct GroupStats {
   int64_t step = 0;
   int64_t forward_batches = 0;
@@ -99,15 +130,21 @@ struct GroupStats {
   double synthetic_gradient_cosine = 0.0;
   double training_loss = 0.0;
   int64_t rejected_requests = 0;
+  int64_t probes = 0;
+  // Of the latest exact-gradient probe; NaN before the first.
+  double probe_cosine = 0.0;
+  double probe_relative_error = 0.0;
 };
 
 class Group {
  public:
   // Builds group `index` of a spec that passed ValidateJobSpec. Parameters
   // are initialised from spec.seed() and the index, so every run of the same
-  // spec starts from the same weights. `transport` must outlive the group.
+  // spec starts from the same weights. `transport` and `observer` (which may
+  // be null) must outlive the group.
   static absl::StatusOr<std::unique_ptr<Group>> Create(
-      const v1::JobSpec& spec, int index, Transport* transport);
+      const v1::JobSpec& spec, int index, Transport* transport,
+      GroupObserver* observer = nullptr);
 
   int index() const { return index_; }
   bool is_last() const { return index_ == group_count_ - 1; }
@@ -136,7 +173,9 @@ class Group {
   void HandleGradient(GradientMessage message);
 
   // Counts a request rejected before it reached this group.
-  void CountRejected() ABSL_LOCKS_EXCLUDED(mu_);
+  void CountRejected(absl::StatusCode code) ABSL_LOCKS_EXCLUDED(mu_);
+
+  GroupObserver& observer() const { return *observer_; }
 
   GroupStats stats() const ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -150,6 +189,7 @@ class Group {
     Matrix output;             // h, for training M (DNI, cDNI).
     Network::Trace trace;      // Layer inputs, for Backward (backprop).
     std::vector<int32_t> labels;
+    bool probe = false;
     int64_t step_at_forward = 0;
     std::chrono::steady_clock::time_point sent_at;
   };
@@ -157,11 +197,25 @@ class Group {
   Group(const v1::JobSpec& spec, int index, Network network,
         std::unique_ptr<Optimizer> optimizer,
         std::optional<SyntheticGradientModel> synthetic_gradient,
-        Transport* transport);
+        Transport* transport, GroupObserver* observer);
 
   // Backpropagates g through the traced forward pass, steps the optimizer
   // and sends dL/dx upstream unless this is the first group.
   void Update(int64_t batch_id, const Network::Trace& trace, const Matrix& g);
+
+  // Backpropagates the exact gradient g of a probe without any update, and
+  // sends dL/dx upstream, or tells the coordinator the probe is done when
+  // this is the first group.
+  void FinishProbe(int64_t batch_id, const Network::Trace& trace,
+                   const Matrix& g);
+
+  // Compares the synthetic gradient for a probe's output with the exact
+  // gradient `exact`.
+  void RecordProbe(const CacheEntry& entry, const Matrix& exact);
+
+  // Tells the coordinator that the first group has finished a batch's
+  // backward pass (locked backprop and probes).
+  void ReportBackwardDone(int64_t batch_id, int64_t rows);
 
   // Caches a batch that now awaits its gradient, evicting the oldest entry
   // when the cache is full.
@@ -175,6 +229,7 @@ class Group {
   const int num_classes_;
   const int cache_capacity_;
   Transport* const transport_;
+  GroupObserver* const observer_;
 
   // Compute-thread state.
   Network network_;

@@ -33,12 +33,13 @@ absl::Status GroupWorker::SubmitForward(ForwardMessage message) {
   absl::MutexLock lock(&mu_);
   absl::Status status = CheckCapacity();
   if (!status.ok()) {
-    group_->CountRejected();
+    group_->CountRejected(status.code());
     return status;
   }
   status = group_->AcceptForward(message);
   if (!status.ok()) return status;
   queue_.push_back(std::move(message));
+  group_->observer().OnQueueDepth(static_cast<int>(queue_.size()));
   return absl::OkStatus();
 }
 
@@ -46,12 +47,13 @@ absl::Status GroupWorker::SubmitGradient(GradientMessage message) {
   absl::MutexLock lock(&mu_);
   absl::Status status = CheckCapacity();
   if (!status.ok()) {
-    group_->CountRejected();
+    group_->CountRejected(status.code());
     return status;
   }
   status = group_->AcceptGradient(message);
   if (!status.ok()) return status;
   queue_.push_back(std::move(message));
+  group_->observer().OnQueueDepth(static_cast<int>(queue_.size()));
   return absl::OkStatus();
 }
 
@@ -85,6 +87,7 @@ void GroupWorker::Run() {
       if (stopping_) return;
       event = std::move(queue_.front());
       queue_.pop_front();
+      group_->observer().OnQueueDepth(static_cast<int>(queue_.size()));
     }
     if (auto* forward = std::get_if<ForwardMessage>(&event)) {
       group_->HandleForward(std::move(*forward));

@@ -42,7 +42,7 @@ class GroupWorker {
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Counts a request rejected before it reached Submit*.
-  void CountRejected() { group_->CountRejected(); }
+  void CountRejected(absl::StatusCode code) { group_->CountRejected(code); }
 
   int queue_depth() const ABSL_LOCKS_EXCLUDED(mu_);
   // For the thread-safe members of Group only.

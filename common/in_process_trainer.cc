@@ -29,16 +29,30 @@ absl::StatusOr<std::unique_ptr<InProcessTrainer>> InProcessTrainer::Create(
 
 absl::StatusOr<BatchReport> InProcessTrainer::Train(
     int64_t batch_id, Matrix x, std::vector<int32_t> labels) {
-  return Run({batch_id, 0, std::move(x), std::move(labels), /*train=*/true});
+  return Run({batch_id, 0, std::move(x), std::move(labels), BatchKind::kTrain});
 }
 
 absl::StatusOr<BatchReport> InProcessTrainer::Evaluate(
     int64_t batch_id, Matrix x, std::vector<int32_t> labels) {
-  return Run({batch_id, 0, std::move(x), std::move(labels), /*train=*/false});
+  return Run({batch_id, 0, std::move(x), std::move(labels), BatchKind::kEval});
+}
+
+absl::Status InProcessTrainer::Probe(int64_t batch_id, Matrix x,
+                                     std::vector<int32_t> labels) {
+  return Drain({batch_id, 0, std::move(x), std::move(labels), BatchKind::kProbe});
 }
 
 absl::StatusOr<BatchReport> InProcessTrainer::Run(ForwardMessage first) {
   report_.reset();
+  absl::Status status = Drain(std::move(first));
+  if (!status.ok()) return status;
+  if (!report_) {
+    return absl::InternalError("the last group did not report the batch");
+  }
+  return *report_;
+}
+
+absl::Status InProcessTrainer::Drain(ForwardMessage first) {
   events_.push_back({0, std::move(first)});
   while (!events_.empty()) {
     Event event = std::move(events_.front());
@@ -58,10 +72,7 @@ absl::StatusOr<BatchReport> InProcessTrainer::Run(ForwardMessage first) {
       return status;
     }
   }
-  if (!report_) {
-    return absl::InternalError("the last group did not report the batch");
-  }
-  return *report_;
+  return absl::OkStatus();
 }
 
 void InProcessTrainer::LoopbackTransport::SendForward(ForwardMessage message) {

@@ -33,6 +33,9 @@ class InProcessTrainer {
                                     std::vector<int32_t> labels);
   absl::StatusOr<BatchReport> Evaluate(int64_t batch_id, Matrix x,
                                        std::vector<int32_t> labels);
+  // Runs an exact-gradient probe: no parameter changes, and each group with a
+  // synthetic-gradient model records how close M(h) is to the exact gradient.
+  absl::Status Probe(int64_t batch_id, Matrix x, std::vector<int32_t> labels);
 
   int group_count() const { return static_cast<int>(groups_.size()); }
   Group& group(int index) { return *groups_[index]; }
@@ -60,6 +63,8 @@ class InProcessTrainer {
 
   explicit InProcessTrainer(v1::JobSpec spec) : spec_(std::move(spec)) {}
 
+  // Processes events until none is left. Fails with the first group error.
+  absl::Status Drain(ForwardMessage first);
   absl::StatusOr<BatchReport> Run(ForwardMessage first);
 
   v1::JobSpec spec_;

@@ -103,6 +103,11 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
         spec.cache_capacity(),
         ", so groups would evict batches still awaiting a gradient"));
   }
+  if (spec.exact_gradient_probe_interval() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "exact_gradient_probe_interval must not be negative, got ",
+        spec.exact_gradient_probe_interval()));
+  }
   if (spec.data().train_limit() < 0 || spec.data().test_limit() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "data.train_limit and data.test_limit must not be negative, got ",

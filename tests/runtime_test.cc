@@ -424,6 +424,34 @@ TEST(InProcessTrainer, DniRecordsSyntheticGradientQuality) {
   EXPECT_EQ(stats.staleness_steps_max, 1);
 }
 
+TEST(InProcessTrainer, ProbeComparesWithoutUpdating) {
+  auto trainer = InProcessTrainer::Create(TinySpec(v1::TRAINING_MODE_DNI));
+  ASSERT_TRUE(trainer.ok());
+  for (int b = 1; b <= 10; ++b) {
+    ASSERT_TRUE((*trainer)->Train(b, Inputs(4, 6, b), {0, 1, 2, b % 3}).ok());
+  }
+  std::vector<std::vector<Matrix>> before;
+  for (int g = 0; g < 3; ++g) before.push_back((*trainer)->group(g).parameters());
+  const GroupStats stats_before = (*trainer)->group(1).stats();
+
+  ASSERT_TRUE((*trainer)->Probe(11, Inputs(4, 6, 11), {2, 2, 1, 0}).ok());
+
+  for (int g = 0; g < 3; ++g) {
+    EXPECT_EQ((*trainer)->group(g).parameters(), before[g]) << "group " << g;
+  }
+  for (int g = 0; g < 2; ++g) {
+    const GroupStats stats = (*trainer)->group(g).stats();
+    EXPECT_EQ(stats.probes, 1) << "group " << g;
+    EXPECT_GE(stats.probe_cosine, -1.0) << "group " << g;
+    EXPECT_LE(stats.probe_cosine, 1.0) << "group " << g;
+    EXPECT_TRUE(std::isfinite(stats.probe_relative_error)) << "group " << g;
+  }
+  const GroupStats stats_after = (*trainer)->group(1).stats();
+  EXPECT_EQ(stats_after.step, stats_before.step);
+  EXPECT_EQ(stats_after.forward_samples, stats_before.forward_samples);
+  EXPECT_EQ(stats_after.gradient_batches, stats_before.gradient_batches);
+}
+
 TEST(InProcessTrainer, BackpropLearnsASeparableProblem) {
   v1::JobSpec spec = TinySpec(v1::TRAINING_MODE_BACKPROP);
   auto trainer = InProcessTrainer::Create(spec);

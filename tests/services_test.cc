@@ -333,6 +333,32 @@ TEST_F(ServicesTest, ShortTrainingOnSubsetLearns) {
   }
 }
 
+TEST_F(ServicesTest, ExactGradientProbesReachEveryGroup) {
+  v1::JobSpec spec = Spec(v1::TRAINING_MODE_DNI);
+  spec.set_epochs(1);
+  spec.set_exact_gradient_probe_interval(5);
+  spec.mutable_data()->set_train_limit(256 * 20);
+  spec.mutable_data()->set_test_limit(256);
+  std::string job_id;
+  ASSERT_TRUE(StartJob(spec, &job_id).ok());
+  const v1::JobStatus job = WaitForJob(job_id);
+  ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.message();
+  EXPECT_EQ(job.samples_done(), 256 * 20);
+
+  // Batches 0, 5, 10 and 15 of the epoch are preceded by a probe.
+  ASSERT_EQ(job.epochs_done_size(), 1);
+  ASSERT_EQ(job.epochs_done(0).groups_size(), kGroups);
+  for (int g = 0; g < kGroups - 1; ++g) {
+    const v1::GroupStatus& group = job.epochs_done(0).groups(g);
+    EXPECT_EQ(group.probes(), 4) << "group " << g;
+    EXPECT_GE(group.probe_cosine(), -1.0) << "group " << g;
+    EXPECT_LE(group.probe_cosine(), 1.0) << "group " << g;
+    EXPECT_GT(group.probe_relative_error(), 0.0) << "group " << g;
+    EXPECT_EQ(group.forward_samples(), 256 * 20 + 256) << "group " << g;
+  }
+  EXPECT_EQ(job.epochs_done(0).groups(kGroups - 1).probes(), 0);
+}
+
 TEST_F(ServicesTest, StartJobRejectsInvalidSpecAndMissingData) {
   v1::JobSpec spec = Spec(v1::TRAINING_MODE_DNI);
   spec.set_num_classes(7);

@@ -240,9 +240,11 @@ class CoordinatorServiceImpl::Job {
     for (size_t i = 0; i < test_order.size(); ++i) test_order[i] = i;
     status = SendPass(data_.test, test_order, /*train=*/false);
     if (!status.ok()) return status;
+    const std::vector<v1::GroupStatus> groups = GroupStatuses();
 
     absl::MutexLock lock(&mu_);
     v1::EpochResult* result = status_.add_epochs_done();
+    for (const v1::GroupStatus& group : groups) *result->add_groups() = group;
     result->set_epoch(epoch);
     result->set_train_loss(train_totals_.mean_loss());
     result->set_train_accuracy(train_totals_.accuracy());
@@ -271,38 +273,86 @@ class CoordinatorServiceImpl::Job {
       const size_t end = std::min(order.size(), begin + spec_.batch_size());
       GatherBatch(data, absl::MakeConstSpan(order.data() + begin, end - begin),
                   &x, &labels);
-      const int64_t batch_id = next_batch_id_++;
-      request.set_batch_id(batch_id);
-      request.set_producer_step(0);
       MatrixToProto(x, request.mutable_activations());
       request.mutable_labels()->Assign(labels.begin(), labels.end());
-      request.set_mode(train ? v1::BATCH_MODE_TRAIN : v1::BATCH_MODE_EVAL);
-      {
-        absl::MutexLock lock(&mu_);
-        // Locked backprop: the batch also waits for the first group's
-        // update, so the next batch sees the weights it produced.
-        in_flight_[batch_id] = {train, /*awaits_result=*/true,
-                                /*awaits_backward=*/train &&
-                                    spec_.mode() == v1::TRAINING_MODE_BACKPROP &&
-                                    spec_.groups_size() > 1};
-      }
 
-      v1::ForwardResponse response;
-      const grpc::Status sent = CallWithRetry(
-          absl::StrCat("Forward batch ", batch_id), spec_.groups(0).address(),
-          RetryPolicy{},
-          [&](grpc::ClientContext* context) {
-            return stubs_[0]->Forward(context, request, &response);
-          },
-          [this] { return StopRequested(); });
-      if (!sent.ok()) {
-        return absl::UnavailableError(absl::StrCat(
-            "Forward of batch ", batch_id, " to group 0 at ",
-            spec_.groups(0).address(), " failed: ", sent.error_message(),
-            " (code ", sent.error_code(), ")"));
+      if (train && ProbeDue(begin / spec_.batch_size())) {
+        // The probe needs every earlier update applied, like locked backprop.
+        status = WaitForInFlightBelow(1);
+        if (status.ok()) status = SendBatch(&request, v1::BATCH_MODE_PROBE);
+        if (status.ok()) status = WaitForInFlightBelow(1);
+        if (!status.ok()) return status;
       }
+      status = SendBatch(&request, train ? v1::BATCH_MODE_TRAIN : v1::BATCH_MODE_EVAL);
+      if (!status.ok()) return status;
     }
     return WaitForInFlightBelow(1);
+  }
+
+  // True when training batch `index` of an epoch is preceded by an
+  // exact-gradient probe.
+  bool ProbeDue(size_t index) const {
+    const int interval = spec_.exact_gradient_probe_interval();
+    return interval > 0 && spec_.mode() != v1::TRAINING_MODE_BACKPROP &&
+           spec_.groups_size() > 1 && index % interval == 0;
+  }
+
+  // Sends `request`, whose activations and labels are set, to the first
+  // group as a new batch in `mode`.
+  absl::Status SendBatch(v1::ForwardRequest* request, v1::BatchMode mode) {
+    const int64_t batch_id = next_batch_id_++;
+    request->set_batch_id(batch_id);
+    request->set_producer_step(0);
+    request->set_mode(mode);
+    {
+      absl::MutexLock lock(&mu_);
+      InFlight& batch = in_flight_[batch_id];
+      batch.train = mode == v1::BATCH_MODE_TRAIN;
+      // A probe only ends with the first group's backward_done notice.
+      batch.awaits_result = mode != v1::BATCH_MODE_PROBE;
+      // Locked backprop: the batch also waits for the first group's update,
+      // so the next batch sees the weights it produced.
+      batch.awaits_backward =
+          mode == v1::BATCH_MODE_PROBE ||
+          (mode == v1::BATCH_MODE_TRAIN &&
+           spec_.mode() == v1::TRAINING_MODE_BACKPROP && spec_.groups_size() > 1);
+    }
+
+    v1::ForwardResponse response;
+    const grpc::Status sent = CallWithRetry(
+        absl::StrCat("Forward batch ", batch_id), spec_.groups(0).address(),
+        RetryPolicy{},
+        [&](grpc::ClientContext* context) {
+          return stubs_[0]->Forward(context, *request, &response);
+        },
+        [this] { return StopRequested(); });
+    if (!sent.ok()) {
+      return absl::UnavailableError(absl::StrCat(
+          "Forward of batch ", batch_id, " to group 0 at ",
+          spec_.groups(0).address(), " failed: ", sent.error_message(),
+          " (code ", sent.error_code(), ")"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Reads every group's status; an unreachable group gets an entry with
+  // only its index set.
+  std::vector<v1::GroupStatus> GroupStatuses() {
+    std::vector<v1::GroupStatus> statuses(spec_.groups_size());
+    for (int i = 0; i < spec_.groups_size(); ++i) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::seconds(5));
+      const grpc::Status status =
+          stubs_[i]->GetStatus(&context, v1::GetStatusRequest(), &statuses[i]);
+      if (!status.ok()) {
+        LOG(WARNING) << "job " << id_ << ": GetStatus of group " << i
+                     << " failed: " << status.error_message();
+        statuses[i].Clear();
+      }
+      statuses[i].set_group_index(i);
+    }
+    return statuses;
   }
 
   // Waits until fewer than `limit` batches are in flight. Fails when a stop
@@ -369,11 +419,12 @@ class CoordinatorServiceImpl::Job {
   bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
   std::string stop_reason_ ABSL_GUARDED_BY(mu_);
   struct InFlight {
-    bool train;
+    bool train = false;
     // Waiting for the last group's result.
-    bool awaits_result;
-    // Waiting for the first group's backward_done notice (locked backprop).
-    bool awaits_backward;
+    bool awaits_result = false;
+    // Waiting for the first group's backward_done notice (locked backprop,
+    // probes).
+    bool awaits_backward = false;
   };
   absl::flat_hash_map<int64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
   PassTotals train_totals_ ABSL_GUARDED_BY(mu_);

@@ -15,6 +15,25 @@
 namespace synthgrad {
 namespace {
 
+v1::BatchMode ToBatchMode(BatchKind kind) {
+  switch (kind) {
+    case BatchKind::kTrain:
+      return v1::BATCH_MODE_TRAIN;
+    case BatchKind::kEval:
+      return v1::BATCH_MODE_EVAL;
+    case BatchKind::kProbe:
+      return v1::BATCH_MODE_PROBE;
+  }
+  return v1::BATCH_MODE_UNSPECIFIED;
+}
+
+// The caller has checked that `mode` is one of the three known modes.
+BatchKind FromBatchMode(v1::BatchMode mode) {
+  if (mode == v1::BATCH_MODE_EVAL) return BatchKind::kEval;
+  if (mode == v1::BATCH_MODE_PROBE) return BatchKind::kProbe;
+  return BatchKind::kTrain;
+}
+
 // Sends a group's messages over gRPC, one ordered sender per peer.
 class GrpcTransport final : public Transport {
  public:
@@ -50,7 +69,7 @@ class GrpcTransport final : public Transport {
     request->set_producer_step(message.producer_step);
     MatrixToProto(message.activations, request->mutable_activations());
     request->mutable_labels()->Add(message.labels.begin(), message.labels.end());
-    request->set_mode(message.train ? v1::BATCH_MODE_TRAIN : v1::BATCH_MODE_EVAL);
+    request->set_mode(ToBatchMode(message.kind));
     next_sender_->Enqueue(
         absl::StrCat("Forward batch ", message.batch_id),
         [this, request](grpc::ClientContext* context) {
@@ -205,12 +224,13 @@ grpc::Status LayerServiceImpl::Forward(grpc::ServerContext* context,
   const Group& group = runtime->group();
 
   if (request->mode() != v1::BATCH_MODE_TRAIN &&
-      request->mode() != v1::BATCH_MODE_EVAL) {
-    runtime->worker().CountRejected();
+      request->mode() != v1::BATCH_MODE_EVAL &&
+      request->mode() != v1::BATCH_MODE_PROBE) {
+    runtime->worker().CountRejected(absl::StatusCode::kInvalidArgument);
     return Rejected("Forward", absl::InvalidArgumentError(absl::StrCat(
                                    "batch ", request->batch_id(), " has mode ",
                                    v1::BatchMode_Name(request->mode()),
-                                   "; use BATCH_MODE_TRAIN or BATCH_MODE_EVAL")));
+                                   "; use BATCH_MODE_TRAIN, BATCH_MODE_EVAL or BATCH_MODE_PROBE")));
   }
   TensorLimits limits;
   limits.cols = group.input_dim();
@@ -219,7 +239,7 @@ grpc::Status LayerServiceImpl::Forward(grpc::ServerContext* context,
       request->activations(), limits,
       absl::StrCat("activations of batch ", request->batch_id()));
   if (!activations.ok()) {
-    runtime->worker().CountRejected();
+    runtime->worker().CountRejected(activations.status().code());
     return Rejected("Forward", activations.status());
   }
 
@@ -228,7 +248,7 @@ grpc::Status LayerServiceImpl::Forward(grpc::ServerContext* context,
   message.producer_step = request->producer_step();
   message.activations = *std::move(activations);
   message.labels.assign(request->labels().begin(), request->labels().end());
-  message.train = request->mode() == v1::BATCH_MODE_TRAIN;
+  message.kind = FromBatchMode(request->mode());
   absl::Status status = runtime->worker().SubmitForward(std::move(message));
   if (!status.ok()) return Rejected("Forward", status);
   return grpc::Status::OK;
@@ -248,7 +268,7 @@ grpc::Status LayerServiceImpl::Gradient(grpc::ServerContext* context,
       request->gradient(), limits,
       absl::StrCat("gradient of batch ", request->batch_id()));
   if (!gradient.ok()) {
-    runtime->worker().CountRejected();
+    runtime->worker().CountRejected(gradient.status().code());
     return Rejected("Gradient", gradient.status());
   }
 
@@ -293,6 +313,9 @@ grpc::Status LayerServiceImpl::GetStatus(grpc::ServerContext* context,
   response->set_synthetic_gradient_cosine(stats.synthetic_gradient_cosine);
   response->set_training_loss(stats.training_loss);
   response->set_rejected_requests(rejected_unconfigured + stats.rejected_requests);
+  response->set_probes(stats.probes);
+  response->set_probe_cosine(stats.probe_cosine);
+  response->set_probe_relative_error(stats.probe_relative_error);
   return grpc::Status::OK;
 }
 
