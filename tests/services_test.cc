@@ -34,7 +34,7 @@ class ServicesTest : public ::testing::Test {
 
   void SetUp() override {
     for (int i = 0; i < kGroups; ++i) {
-      layers_.push_back(std::make_unique<LayerServiceImpl>());
+      layers_.push_back(std::make_unique<LayerServiceImpl>(registry_));
       int port = 0;
       auto server = StartServer("127.0.0.1", 0, {layers_.back().get()}, &port);
       ASSERT_TRUE(server.ok()) << server.status();
@@ -43,7 +43,7 @@ class ServicesTest : public ::testing::Test {
       layer_stubs_.push_back(
           v1::LayerService::NewStub(MakeChannel(layer_addresses_.back())));
     }
-    coordinator_ = std::make_unique<CoordinatorServiceImpl>();
+    coordinator_ = std::make_unique<CoordinatorServiceImpl>(registry_);
     int port = 0;
     auto server = StartServer("127.0.0.1", 0, {coordinator_.get()}, &port);
     ASSERT_TRUE(server.ok()) << server.status();
@@ -142,6 +142,7 @@ class ServicesTest : public ::testing::Test {
     return response;
   }
 
+  prometheus::Registry registry_;
   std::vector<std::unique_ptr<LayerServiceImpl>> layers_;
   std::vector<std::unique_ptr<grpc::Server>> layer_servers_;
   std::vector<std::string> layer_addresses_;

@@ -46,13 +46,18 @@ struct PassTotals {
 
 class CoordinatorServiceImpl::Job {
  public:
+  // `metrics` must outlive the job.
   Job(std::string id, v1::JobSpec spec, TrainTestData data,
-      std::string advertise_address)
+      std::string advertise_address, CoordinatorMetrics* metrics)
       : id_(std::move(id)),
         spec_(std::move(spec)),
         data_(std::move(data)),
         advertise_address_(std::move(advertise_address)),
+        metrics_(metrics),
         started_at_(absl::Now()) {
+    metrics_->SetJobState(v1::JOB_STATE_STARTING);
+    metrics_->SetEpoch(0);
+    metrics_->SetBatchesInFlight(0);
     const int64_t batches_per_epoch =
         (data_.train.size() + spec_.batch_size() - 1) / spec_.batch_size();
     status_.set_job_id(id_);
@@ -130,6 +135,7 @@ class CoordinatorServiceImpl::Job {
       }
       batch.awaits_backward = false;
       if (!batch.awaits_result) in_flight_.erase(it);
+      metrics_->SetBatchesInFlight(static_cast<int>(in_flight_.size()));
       last_progress_ = absl::Now();
       ++version_;
       return absl::OkStatus();
@@ -146,6 +152,7 @@ class CoordinatorServiceImpl::Job {
     }
     batch.awaits_result = false;
     if (!batch.awaits_backward) in_flight_.erase(it);
+    metrics_->SetBatchesInFlight(static_cast<int>(in_flight_.size()));
     PassTotals& totals = train ? train_totals_ : test_totals_;
     totals.loss_sum += result.loss() * result.examples();
     totals.correct += result.correct();
@@ -154,6 +161,7 @@ class CoordinatorServiceImpl::Job {
     if (train) {
       ++batches_done_in_epoch_;
       status_.set_samples_done(status_.samples_done() + result.examples());
+      metrics_->AddTrainingSamples(result.examples());
       status_.set_shard(static_cast<int32_t>(batches_done_in_epoch_ /
                                              spec_.shard_batches()));
       UpdateRate();
@@ -171,18 +179,17 @@ class CoordinatorServiceImpl::Job {
 
     absl::MutexLock lock(&mu_);
     if (status.ok()) {
-      status_.set_state(v1::JOB_STATE_SUCCEEDED);
       LOG(INFO) << "job " << id_ << " succeeded";
+      SetState(v1::JOB_STATE_SUCCEEDED);
     } else if (stop_requested_) {
-      status_.set_state(v1::JOB_STATE_STOPPED);
-      status_.set_message(stop_reason_);
       LOG(INFO) << "job " << id_ << " stopped: " << stop_reason_;
+      status_.set_message(stop_reason_);
+      SetState(v1::JOB_STATE_STOPPED);
     } else {
-      status_.set_state(v1::JOB_STATE_FAILED);
-      status_.set_message(std::string(status.message()));
       LOG(ERROR) << "job " << id_ << " failed: " << status;
+      status_.set_message(std::string(status.message()));
+      SetState(v1::JOB_STATE_FAILED);
     }
-    ++version_;
   }
 
   // Sends Configure to every group, retrying while a group is still starting.
@@ -217,13 +224,13 @@ class CoordinatorServiceImpl::Job {
     const absl::Time epoch_start = absl::Now();
     {
       absl::MutexLock lock(&mu_);
-      status_.set_state(v1::JOB_STATE_TRAINING);
       status_.set_epoch(epoch);
       status_.set_shard(0);
       train_totals_ = PassTotals();
       test_totals_ = PassTotals();
       batches_done_in_epoch_ = 0;
-      ++version_;
+      metrics_->SetEpoch(epoch);
+      SetState(v1::JOB_STATE_TRAINING);
     }
 
     const std::vector<int64_t> order =
@@ -233,8 +240,7 @@ class CoordinatorServiceImpl::Job {
 
     {
       absl::MutexLock lock(&mu_);
-      status_.set_state(v1::JOB_STATE_EVALUATING);
-      ++version_;
+      SetState(v1::JOB_STATE_EVALUATING);
     }
     std::vector<int64_t> test_order(data_.test.size());
     for (size_t i = 0; i < test_order.size(); ++i) test_order[i] = i;
@@ -251,6 +257,7 @@ class CoordinatorServiceImpl::Job {
     result->set_test_loss(test_totals_.mean_loss());
     result->set_test_accuracy(test_totals_.accuracy());
     result->set_seconds(absl::ToDoubleSeconds(absl::Now() - epoch_start));
+    metrics_->SetEvaluation(result->test_accuracy(), result->test_loss());
     ++version_;
     LOG(INFO) << "job " << id_ << " epoch " << epoch << ": train loss "
               << result->train_loss() << ", test loss " << result->test_loss()
@@ -316,6 +323,7 @@ class CoordinatorServiceImpl::Job {
           mode == v1::BATCH_MODE_PROBE ||
           (mode == v1::BATCH_MODE_TRAIN &&
            spec_.mode() == v1::TRAINING_MODE_BACKPROP && spec_.groups_size() > 1);
+      metrics_->SetBatchesInFlight(static_cast<int>(in_flight_.size()));
     }
 
     v1::ForwardResponse response;
@@ -383,6 +391,12 @@ class CoordinatorServiceImpl::Job {
     return absl::OkStatus();
   }
 
+  void SetState(v1::JobState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    status_.set_state(state);
+    metrics_->SetJobState(state);
+    ++version_;
+  }
+
   bool StopRequested() const ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
     return stop_requested_;
@@ -400,6 +414,7 @@ class CoordinatorServiceImpl::Job {
     if (seconds > 0.0) {
       status_.set_samples_per_second((status_.samples_done() - oldest_samples) /
                                      seconds);
+      metrics_->SetSamplesPerSecond(status_.samples_per_second());
     }
   }
 
@@ -407,6 +422,7 @@ class CoordinatorServiceImpl::Job {
   const v1::JobSpec spec_;
   const TrainTestData data_;
   const std::string advertise_address_;
+  CoordinatorMetrics* const metrics_;
   const absl::Time started_at_;
   std::vector<std::unique_ptr<v1::LayerService::Stub>> stubs_;
   // Job thread only.
@@ -436,7 +452,8 @@ class CoordinatorServiceImpl::Job {
   std::thread thread_;
 };
 
-CoordinatorServiceImpl::CoordinatorServiceImpl() = default;
+CoordinatorServiceImpl::CoordinatorServiceImpl(prometheus::Registry& registry)
+    : rpc_metrics_(registry), metrics_(registry) {}
 
 void CoordinatorServiceImpl::SetAdvertiseAddress(std::string address) {
   absl::MutexLock lock(&mu_);
@@ -453,9 +470,8 @@ std::shared_ptr<CoordinatorServiceImpl::Job> CoordinatorServiceImpl::FindJob(
   return job_;
 }
 
-grpc::Status CoordinatorServiceImpl::StartJob(grpc::ServerContext* context,
-                                              const v1::StartJobRequest* request,
-                                              v1::StartJobResponse* response) {
+grpc::Status CoordinatorServiceImpl::HandleStartJob(
+    const v1::StartJobRequest* request, v1::StartJobResponse* response) {
   std::shared_ptr<Job> current = FindJob("");
   if (current != nullptr && !current->finished()) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
@@ -502,7 +518,7 @@ grpc::Status CoordinatorServiceImpl::StartJob(grpc::ServerContext* context,
     const std::string id = absl::StrCat(
         spec.name().empty() ? "job" : spec.name(), "-", ++job_count_);
     job = std::make_shared<Job>(id, std::move(spec), *std::move(data),
-                                advertise_address_);
+                                advertise_address_, &metrics_);
     job_ = job;
   }
   LOG(INFO) << "starting job " << job->id() << " with "
@@ -513,7 +529,7 @@ grpc::Status CoordinatorServiceImpl::StartJob(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorServiceImpl::WatchJob(
+grpc::Status CoordinatorServiceImpl::HandleWatchJob(
     grpc::ServerContext* context, const v1::WatchJobRequest* request,
     grpc::ServerWriter<v1::JobStatus>* writer) {
   std::shared_ptr<Job> job = FindJob(request->job_id());
@@ -541,9 +557,8 @@ grpc::Status CoordinatorServiceImpl::WatchJob(
   }
 }
 
-grpc::Status CoordinatorServiceImpl::GetJobStatus(
-    grpc::ServerContext* context, const v1::GetJobStatusRequest* request,
-    v1::JobStatus* response) {
+grpc::Status CoordinatorServiceImpl::HandleGetJobStatus(
+    const v1::GetJobStatusRequest* request, v1::JobStatus* response) {
   std::shared_ptr<Job> job = FindJob(request->job_id());
   if (job == nullptr) {
     return grpc::Status(
@@ -556,9 +571,8 @@ grpc::Status CoordinatorServiceImpl::GetJobStatus(
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorServiceImpl::StopJob(grpc::ServerContext* context,
-                                             const v1::StopJobRequest* request,
-                                             v1::StopJobResponse* response) {
+grpc::Status CoordinatorServiceImpl::HandleStopJob(
+    const v1::StopJobRequest* request) {
   std::shared_ptr<Job> job = FindJob(request->job_id());
   if (job == nullptr) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
@@ -569,9 +583,8 @@ grpc::Status CoordinatorServiceImpl::StopJob(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorServiceImpl::ReportBatch(
-    grpc::ServerContext* context, const v1::BatchResult* request,
-    v1::ReportBatchResponse* response) {
+grpc::Status CoordinatorServiceImpl::HandleReportBatch(
+    const v1::BatchResult* request) {
   std::shared_ptr<Job> job = FindJob("");
   if (job == nullptr) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,

@@ -10,18 +10,22 @@
 #ifndef SYNTHGRAD_SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
 #define SYNTHGRAD_SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
 
+#include <chrono>
 #include <memory>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "prometheus/registry.h"
+#include "services/metrics.h"
 #include "synthgrad/v1/synthgrad.grpc.pb.h"
 
 namespace synthgrad {
 
 class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
  public:
-  CoordinatorServiceImpl();
+  // Registers the coordinator's metrics in `registry`.
+  explicit CoordinatorServiceImpl(prometheus::Registry& registry);
   // Stops the running job, if any, and waits for its thread.
   ~CoordinatorServiceImpl() override;
 
@@ -31,27 +35,62 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
 
   grpc::Status StartJob(grpc::ServerContext* context,
                         const v1::StartJobRequest* request,
-                        v1::StartJobResponse* response) override;
+                        v1::StartJobResponse* response) override {
+    return Timed("StartJob", [&] { return HandleStartJob(request, response); });
+  }
   grpc::Status WatchJob(grpc::ServerContext* context,
                         const v1::WatchJobRequest* request,
-                        grpc::ServerWriter<v1::JobStatus>* writer) override;
+                        grpc::ServerWriter<v1::JobStatus>* writer) override {
+    return Timed("WatchJob",
+                 [&] { return HandleWatchJob(context, request, writer); });
+  }
   grpc::Status GetJobStatus(grpc::ServerContext* context,
                             const v1::GetJobStatusRequest* request,
-                            v1::JobStatus* response) override;
+                            v1::JobStatus* response) override {
+    return Timed("GetJobStatus",
+                 [&] { return HandleGetJobStatus(request, response); });
+  }
   grpc::Status StopJob(grpc::ServerContext* context,
                        const v1::StopJobRequest* request,
-                       v1::StopJobResponse* response) override;
+                       v1::StopJobResponse* response) override {
+    return Timed("StopJob", [&] { return HandleStopJob(request); });
+  }
   grpc::Status ReportBatch(grpc::ServerContext* context,
                            const v1::BatchResult* request,
-                           v1::ReportBatchResponse* response) override;
+                           v1::ReportBatchResponse* response) override {
+    return Timed("ReportBatch", [&] { return HandleReportBatch(request); });
+  }
 
  private:
   class Job;
+
+  // Runs `handler` and records its latency and status code.
+  template <typename Handler>
+  grpc::Status Timed(const char* method, Handler handler) {
+    const auto start = std::chrono::steady_clock::now();
+    grpc::Status status = handler();
+    rpc_metrics_.Observe(method, status.error_code(),
+                         std::chrono::steady_clock::now() - start);
+    return status;
+  }
+
+  grpc::Status HandleStartJob(const v1::StartJobRequest* request,
+                              v1::StartJobResponse* response);
+  grpc::Status HandleWatchJob(grpc::ServerContext* context,
+                              const v1::WatchJobRequest* request,
+                              grpc::ServerWriter<v1::JobStatus>* writer);
+  grpc::Status HandleGetJobStatus(const v1::GetJobStatusRequest* request,
+                                  v1::JobStatus* response);
+  grpc::Status HandleStopJob(const v1::StopJobRequest* request);
+  grpc::Status HandleReportBatch(const v1::BatchResult* request);
 
   // Returns the job with `job_id`, or the latest one when `job_id` is empty;
   // null when there is none.
   std::shared_ptr<Job> FindJob(const std::string& job_id)
       ABSL_LOCKS_EXCLUDED(mu_);
+
+  RpcMetrics rpc_metrics_;
+  CoordinatorMetrics metrics_;
 
   absl::Mutex mu_;
   std::string advertise_address_ ABSL_GUARDED_BY(mu_);

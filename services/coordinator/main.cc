@@ -7,6 +7,7 @@
 #include "glog/logging.h"
 #include "services/coordinator/coordinator_service.h"
 #include "services/flags_util.h"
+#include "services/metrics.h"
 #include "services/server_util.h"
 
 ABSL_FLAG(std::string, bind_address, "127.0.0.1",
@@ -15,6 +16,14 @@ ABSL_FLAG(std::string, bind_address, "127.0.0.1",
 ABSL_FLAG(int, port, 50050,
           "TCP port of the gRPC server; 0 picks a free port (see "
           "--port_file).");
+ABSL_FLAG(std::string, metrics_bind_address, "127.0.0.1",
+          "IP address of the Prometheus /metrics HTTP endpoint; 0.0.0.0 for "
+          "every interface.");
+ABSL_FLAG(int, metrics_port, 9400,
+          "TCP port of the Prometheus /metrics HTTP endpoint; 0 picks a free "
+          "port (see --metrics_port_file); -1 disables the endpoint.");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, the bound metrics port is written to this file.");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound port number is written to this file once the "
           "server accepts calls.");
@@ -29,10 +38,34 @@ int main(int argc, char** argv) {
       argc, argv,
       "Runs synthgrad training jobs (synthgrad.v1.CoordinatorService).\n"
       "Usage: synthgrad_coordinator [--bind_address=IP] [--port=N] "
-      "[--port_file=PATH] [--advertise_address=HOST:PORT]");
+      "[--port_file=PATH] [--metrics_port=N] [--advertise_address=HOST:PORT]");
 
   const std::string bind_address = absl::GetFlag(FLAGS_bind_address);
-  synthgrad::CoordinatorServiceImpl service;
+  // Metrics first: a taken metrics port is reported before gRPC starts.
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<synthgrad::MetricsServer> metrics;
+  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+    absl::StatusOr<std::unique_ptr<synthgrad::MetricsServer>> started =
+        synthgrad::MetricsServer::Start(absl::GetFlag(FLAGS_metrics_bind_address),
+                                        absl::GetFlag(FLAGS_metrics_port), registry);
+    if (!started.ok()) {
+      LOG(ERROR) << started.status().message();
+      return 1;
+    }
+    metrics = *std::move(started);
+    LOG(INFO) << "metrics on http://" << absl::GetFlag(FLAGS_metrics_bind_address)
+              << ":" << metrics->port() << "/metrics";
+    if (!absl::GetFlag(FLAGS_metrics_port_file).empty()) {
+      absl::Status status = synthgrad::WritePortFile(
+          absl::GetFlag(FLAGS_metrics_port_file), metrics->port());
+      if (!status.ok()) {
+        LOG(ERROR) << status.message();
+        return 1;
+      }
+    }
+  }
+
+  synthgrad::CoordinatorServiceImpl service(*registry);
   int port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server = synthgrad::StartServer(
       bind_address, absl::GetFlag(FLAGS_port), {&service}, &port);

@@ -121,7 +121,7 @@ class GrpcTransport final : public Transport {
 class LayerServiceImpl::Runtime {
  public:
   static absl::StatusOr<std::shared_ptr<Runtime>> Create(
-      const v1::ConfigureRequest& request) {
+      const v1::ConfigureRequest& request, GroupObserver* observer) {
     auto runtime = std::shared_ptr<Runtime>(new Runtime());
     runtime->spec_ = request.spec();
     ApplyJobDefaults(&runtime->spec_);
@@ -143,7 +143,7 @@ class LayerServiceImpl::Runtime {
     runtime->transport_ = std::make_unique<GrpcTransport>(
         runtime->spec_, index, request.coordinator_address());
     absl::StatusOr<std::unique_ptr<Group>> group =
-        Group::Create(runtime->spec_, index, runtime->transport_.get());
+        Group::Create(runtime->spec_, index, runtime->transport_.get(), observer);
     if (!group.ok()) return group.status();
     runtime->worker_ = std::make_unique<GroupWorker>(
         *std::move(group), 2 * runtime->spec_.cache_capacity() + 8);
@@ -163,7 +163,8 @@ class LayerServiceImpl::Runtime {
   std::unique_ptr<GroupWorker> worker_;
 };
 
-LayerServiceImpl::LayerServiceImpl() = default;
+LayerServiceImpl::LayerServiceImpl(prometheus::Registry& registry)
+    : rpc_metrics_(registry), group_metrics_(registry) {}
 LayerServiceImpl::~LayerServiceImpl() = default;
 
 std::shared_ptr<LayerServiceImpl::Runtime> LayerServiceImpl::CurrentRuntime() {
@@ -188,10 +189,10 @@ grpc::Status Rejected(const char* method, const absl::Status& status) {
 
 }  // namespace
 
-grpc::Status LayerServiceImpl::Configure(grpc::ServerContext* context,
-                                         const v1::ConfigureRequest* request,
-                                         v1::ConfigureResponse* response) {
-  absl::StatusOr<std::shared_ptr<Runtime>> runtime = Runtime::Create(*request);
+grpc::Status LayerServiceImpl::HandleConfigure(
+    const v1::ConfigureRequest* request, v1::ConfigureResponse* response) {
+  absl::StatusOr<std::shared_ptr<Runtime>> runtime =
+      Runtime::Create(*request, &group_metrics_);
   if (!runtime.ok()) {
     LOG(ERROR) << "Configure rejected: " << runtime.status();
     return ToGrpcStatus(runtime.status());
@@ -216,9 +217,7 @@ grpc::Status LayerServiceImpl::Configure(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status LayerServiceImpl::Forward(grpc::ServerContext* context,
-                                       const v1::ForwardRequest* request,
-                                       v1::ForwardResponse* response) {
+grpc::Status LayerServiceImpl::HandleForward(const v1::ForwardRequest* request) {
   std::shared_ptr<Runtime> runtime = CurrentRuntime();
   if (runtime == nullptr) return NotConfigured();
   const Group& group = runtime->group();
@@ -254,9 +253,8 @@ grpc::Status LayerServiceImpl::Forward(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status LayerServiceImpl::Gradient(grpc::ServerContext* context,
-                                        const v1::GradientRequest* request,
-                                        v1::GradientResponse* response) {
+grpc::Status LayerServiceImpl::HandleGradient(
+    const v1::GradientRequest* request) {
   std::shared_ptr<Runtime> runtime = CurrentRuntime();
   if (runtime == nullptr) return NotConfigured();
   const Group& group = runtime->group();
@@ -278,9 +276,7 @@ grpc::Status LayerServiceImpl::Gradient(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status LayerServiceImpl::GetStatus(grpc::ServerContext* context,
-                                         const v1::GetStatusRequest* request,
-                                         v1::GroupStatus* response) {
+grpc::Status LayerServiceImpl::HandleGetStatus(v1::GroupStatus* response) {
   std::shared_ptr<Runtime> runtime;
   int64_t rejected_unconfigured = 0;
   {
@@ -319,8 +315,7 @@ grpc::Status LayerServiceImpl::GetStatus(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status LayerServiceImpl::GetParameters(
-    grpc::ServerContext* context, const v1::GetParametersRequest* request,
+grpc::Status LayerServiceImpl::HandleGetParameters(
     v1::GetParametersResponse* response) {
   std::shared_ptr<Runtime> runtime = CurrentRuntime();
   if (runtime == nullptr) return NotConfigured();

@@ -8,41 +8,75 @@
 #ifndef SYNTHGRAD_SERVICES_LAYER_LAYER_SERVICE_H_
 #define SYNTHGRAD_SERVICES_LAYER_LAYER_SERVICE_H_
 
+#include <chrono>
 #include <memory>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "prometheus/registry.h"
+#include "services/metrics.h"
 #include "synthgrad/v1/synthgrad.grpc.pb.h"
 
 namespace synthgrad {
 
 class LayerServiceImpl final : public v1::LayerService::Service {
  public:
-  LayerServiceImpl();
+  // Registers the group's metrics in `registry`.
+  explicit LayerServiceImpl(prometheus::Registry& registry);
   ~LayerServiceImpl() override;
 
   grpc::Status Configure(grpc::ServerContext* context,
                          const v1::ConfigureRequest* request,
-                         v1::ConfigureResponse* response) override;
+                         v1::ConfigureResponse* response) override {
+    return Timed("Configure", [&] { return HandleConfigure(request, response); });
+  }
   grpc::Status Forward(grpc::ServerContext* context,
                        const v1::ForwardRequest* request,
-                       v1::ForwardResponse* response) override;
+                       v1::ForwardResponse* response) override {
+    return Timed("Forward", [&] { return HandleForward(request); });
+  }
   grpc::Status Gradient(grpc::ServerContext* context,
                         const v1::GradientRequest* request,
-                        v1::GradientResponse* response) override;
+                        v1::GradientResponse* response) override {
+    return Timed("Gradient", [&] { return HandleGradient(request); });
+  }
   grpc::Status GetStatus(grpc::ServerContext* context,
                          const v1::GetStatusRequest* request,
-                         v1::GroupStatus* response) override;
+                         v1::GroupStatus* response) override {
+    return Timed("GetStatus", [&] { return HandleGetStatus(response); });
+  }
   grpc::Status GetParameters(grpc::ServerContext* context,
                              const v1::GetParametersRequest* request,
-                             v1::GetParametersResponse* response) override;
+                             v1::GetParametersResponse* response) override {
+    return Timed("GetParameters", [&] { return HandleGetParameters(response); });
+  }
 
  private:
   // The transport, group and compute thread of one configured job.
   class Runtime;
 
+  // Runs `handler` and records its latency and status code.
+  template <typename Handler>
+  grpc::Status Timed(const char* method, Handler handler) {
+    const auto start = std::chrono::steady_clock::now();
+    grpc::Status status = handler();
+    rpc_metrics_.Observe(method, status.error_code(),
+                         std::chrono::steady_clock::now() - start);
+    return status;
+  }
+
+  grpc::Status HandleConfigure(const v1::ConfigureRequest* request,
+                               v1::ConfigureResponse* response);
+  grpc::Status HandleForward(const v1::ForwardRequest* request);
+  grpc::Status HandleGradient(const v1::GradientRequest* request);
+  grpc::Status HandleGetStatus(v1::GroupStatus* response);
+  grpc::Status HandleGetParameters(v1::GetParametersResponse* response);
+
   // Returns the current runtime, or null before the first Configure.
   std::shared_ptr<Runtime> CurrentRuntime() ABSL_LOCKS_EXCLUDED(mu_);
+
+  RpcMetrics rpc_metrics_;
+  GroupMetrics group_metrics_;
 
   absl::Mutex mu_;
   std::shared_ptr<Runtime> runtime_ ABSL_GUARDED_BY(mu_);
