@@ -34,12 +34,19 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(
         absl::StrCat("optimizer learning_rate must be positive and finite, got ",
                      spec.learning_rate()));
   }
+  if (spec.learning_rate_half_life_steps() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "optimizer learning_rate_half_life_steps must be 0 (constant rate) or "
+        "positive, got ",
+        spec.learning_rate_half_life_steps()));
+  }
   switch (spec.kind()) {
     case v1::OptimizerSpec::KIND_SGD: {
       absl::Status status = CheckCoefficient("momentum", spec.momentum());
       if (!status.ok()) return status;
-      return std::make_unique<SgdOptimizer>(spec.learning_rate(),
-                                            spec.momentum());
+      return std::make_unique<SgdOptimizer>(
+          spec.learning_rate(), spec.momentum(),
+          spec.learning_rate_half_life_steps());
     }
     case v1::OptimizerSpec::KIND_ADAM: {
       const float beta1 = spec.beta1() == 0.0f ? 0.9f : spec.beta1();
@@ -53,8 +60,9 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(
         return absl::InvalidArgumentError(absl::StrCat(
             "optimizer epsilon must be positive and finite, got ", epsilon));
       }
-      return std::make_unique<AdamOptimizer>(spec.learning_rate(), beta1,
-                                             beta2, epsilon);
+      return std::make_unique<AdamOptimizer>(
+          spec.learning_rate(), beta1, beta2, epsilon,
+          spec.learning_rate_half_life_steps());
     }
     default:
       return absl::InvalidArgumentError(
@@ -64,13 +72,24 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(
   }
 }
 
+float Optimizer::DecayedLearningRate(float learning_rate,
+                                     int64_t half_life_steps, int64_t step) {
+  if (half_life_steps <= 0) return learning_rate;
+  return learning_rate *
+         static_cast<float>(std::exp2(-static_cast<double>(step) /
+                                      static_cast<double>(half_life_steps)));
+}
+
 void SgdOptimizer::Step(std::vector<Matrix>& parameters,
                         const std::vector<Matrix>& gradients,
                         float gradient_scale) {
   if (velocity_.empty()) velocity_ = ZerosLike(parameters);
+  const float learning_rate =
+      DecayedLearningRate(learning_rate_, half_life_steps_, step_);
+  ++step_;
   for (size_t i = 0; i < parameters.size(); ++i) {
     velocity_[i] = momentum_ * velocity_[i] + gradient_scale * gradients[i];
-    parameters[i] -= learning_rate_ * velocity_[i];
+    parameters[i] -= learning_rate * velocity_[i];
   }
 }
 
@@ -86,7 +105,10 @@ void AdamOptimizer::Step(std::vector<Matrix>& parameters,
       1.0f - static_cast<float>(std::pow(beta1_, static_cast<double>(step_)));
   const float correction2 =
       1.0f - static_cast<float>(std::pow(beta2_, static_cast<double>(step_)));
-  const float step_size = learning_rate_ / correction1;
+  // The rate decays by the number of earlier updates, step_ - 1.
+  const float step_size =
+      DecayedLearningRate(learning_rate_, half_life_steps_, step_ - 1) /
+      correction1;
   const float root_correction2 = std::sqrt(correction2);
 
   for (size_t i = 0; i < parameters.size(); ++i) {

@@ -24,16 +24,25 @@ class Optimizer {
                     float gradient_scale) = 0;
 
   // Fails with INVALID_ARGUMENT for an unknown kind, a non-positive or
-  // non-finite learning rate, or a coefficient outside [0, 1).
+  // non-finite learning rate, a negative learning_rate_half_life_steps, or a
+  // coefficient outside [0, 1).
   static absl::StatusOr<std::unique_ptr<Optimizer>> Create(
       const v1::OptimizerSpec& spec);
+
+ protected:
+  // Returns learning_rate * 0.5^(step / half_life_steps), or learning_rate
+  // when half_life_steps is 0. `step` counts earlier Step calls.
+  static float DecayedLearningRate(float learning_rate, int64_t half_life_steps,
+                                   int64_t step);
 };
 
 // SGD with classical momentum mu: v = mu v + g, p = p - lr v.
 class SgdOptimizer final : public Optimizer {
  public:
-  SgdOptimizer(float learning_rate, float momentum)
-      : learning_rate_(learning_rate), momentum_(momentum) {}
+  SgdOptimizer(float learning_rate, float momentum, int64_t half_life_steps = 0)
+      : learning_rate_(learning_rate),
+        momentum_(momentum),
+        half_life_steps_(half_life_steps) {}
   void Step(std::vector<Matrix>& parameters,
             const std::vector<Matrix>& gradients,
             float gradient_scale) override;
@@ -41,19 +50,23 @@ class SgdOptimizer final : public Optimizer {
  private:
   float learning_rate_;
   float momentum_;
+  int64_t half_life_steps_;
+  int64_t step_ = 0;
   std::vector<Matrix> velocity_;
 };
 
-// Adam with bias correction, at step t from 1:
+// Adam with bias correction, at step t from 1, with lr decayed as above:
 //   m = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g^2,
 //   p = p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
 class AdamOptimizer final : public Optimizer {
  public:
-  AdamOptimizer(float learning_rate, float beta1, float beta2, float epsilon)
+  AdamOptimizer(float learning_rate, float beta1, float beta2, float epsilon,
+                int64_t half_life_steps = 0)
       : learning_rate_(learning_rate),
         beta1_(beta1),
         beta2_(beta2),
-        epsilon_(epsilon) {}
+        epsilon_(epsilon),
+        half_life_steps_(half_life_steps) {}
   void Step(std::vector<Matrix>& parameters,
             const std::vector<Matrix>& gradients,
             float gradient_scale) override;
@@ -63,6 +76,7 @@ class AdamOptimizer final : public Optimizer {
   float beta1_;
   float beta2_;
   float epsilon_;
+  int64_t half_life_steps_;
   int64_t step_ = 0;
   std::vector<Matrix> first_moment_;
   std::vector<Matrix> second_moment_;

@@ -259,6 +259,28 @@ TEST(Optimizer, AdamFirstStepIsLearningRateTimesSign) {
   EXPECT_EQ(params[0](0, 2), 3.0f);
 }
 
+TEST(Optimizer, HalfLifeHalvesSgdLearningRate) {
+  v1::OptimizerSpec spec;
+  spec.set_kind(v1::OptimizerSpec::KIND_SGD);
+  spec.set_learning_rate(0.1f);
+  spec.set_learning_rate_half_life_steps(2);
+  auto optimizer = Optimizer::Create(spec);
+  ASSERT_TRUE(optimizer.ok());
+  std::vector<Matrix> params = {Matrix::Zero(1, 1)};
+  const std::vector<Matrix> grads = {Matrix::Constant(1, 1, 1.0f)};
+  // Steps 0, 1, 2 use rates 0.1, 0.1 / sqrt(2) and 0.05.
+  (*optimizer)->Step(params, grads, 1.0f);
+  EXPECT_FLOAT_EQ(params[0](0, 0), -0.1f);
+  (*optimizer)->Step(params, grads, 1.0f);
+  EXPECT_NEAR(params[0](0, 0), -0.1f - 0.1f / std::sqrt(2.0f), 1e-6);
+  (*optimizer)->Step(params, grads, 1.0f);
+  EXPECT_NEAR(params[0](0, 0), -0.1f - 0.1f / std::sqrt(2.0f) - 0.05f, 1e-6);
+
+  spec.set_learning_rate_half_life_steps(-1);
+  EXPECT_EQ(Optimizer::Create(spec).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(Optimizer, RejectsInvalidSpecs) {
   v1::OptimizerSpec no_kind;
   no_kind.set_learning_rate(0.1f);

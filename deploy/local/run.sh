@@ -8,11 +8,14 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 usage() {
   cat <<USAGE
-Usage: deploy/local/run.sh [--spec FILE] [--build_dir DIR] [--skip_setup] [-- SYNTHGRADCTL_FLAGS...]
+Usage: deploy/local/run.sh [--spec FILE] [--build_dir DIR] [--skip_setup] [--prometheus] [-- SYNTHGRADCTL_FLAGS...]
 
   --spec FILE      job spec (Protobuf text format); default configs/fashion_mnist_dni.textproto
   --build_dir DIR  build folder; default ./build
   --skip_setup     do not install packages or build; use the binaries in --build_dir
+  --prometheus     also start Debian's prometheus on a free loopback port, scraping
+                   every process with deploy/prometheus/rules.yml; its URL is printed
+                   and it keeps running until you press Enter after training
   --               pass the remaining flags to 'synthgradctl train' (for example --mode=cdni --epochs=3)
 
 Service logs go to BUILD_DIR/run-logs/.
@@ -22,12 +25,14 @@ USAGE
 spec=$root/configs/fashion_mnist_dni.textproto
 build_dir=$root/build
 skip_setup=0
+with_prometheus=0
 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --spec) spec=$2; shift 2 ;;
     --build_dir) build_dir=$2; shift 2 ;;
     --skip_setup) skip_setup=1; shift ;;
+    --prometheus) with_prometheus=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -96,17 +101,49 @@ wait_for_port() {
 
 group_count=$(grep -c '^groups {' "$spec")
 addresses=()
+metrics_ports=()
 for ((i = 0; i < group_count; i++)); do
-  "$layer" --port 0 --port_file "$run_dir/group-$i.port" >"$logs/group-$i.log" 2>&1 &
+  "$layer" --port 0 --port_file "$run_dir/group-$i.port" \
+    --metrics_port 0 --metrics_port_file "$run_dir/group-$i.metrics" >"$logs/group-$i.log" 2>&1 &
   pids+=($!)
   port=$(wait_for_port "$run_dir/group-$i.port" "$!" "group-$i")
   addresses+=("127.0.0.1:$port")
+  metrics_ports+=("$(wait_for_port "$run_dir/group-$i.metrics" "$!" "group-$i")")
 done
-"$coordinator" --port 0 --port_file "$run_dir/coordinator.port" >"$logs/coordinator.log" 2>&1 &
+"$coordinator" --port 0 --port_file "$run_dir/coordinator.port" \
+  --metrics_port 0 --metrics_port_file "$run_dir/coordinator.metrics" >"$logs/coordinator.log" 2>&1 &
 pids+=($!)
 coordinator_port=$(wait_for_port "$run_dir/coordinator.port" "$!" coordinator)
+coordinator_metrics=$(wait_for_port "$run_dir/coordinator.metrics" "$!" coordinator)
+
+if [[ $with_prometheus -eq 1 ]]; then
+  if ! command -v prometheus >/dev/null; then
+    echo "run.sh: prometheus is not installed; apt-get install prometheus" >&2
+    exit 2
+  fi
+  prometheus_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cp "$root/deploy/prometheus/rules.yml" "$run_dir/rules.yml"
+  {
+    printf 'global:\n  scrape_interval: 2s\n  evaluation_interval: 15s\n'
+    printf 'rule_files:\n  - rules.yml\nscrape_configs:\n'
+    printf '  - job_name: synthgrad-coordinator\n    static_configs:\n'
+    printf "      - targets: ['127.0.0.1:%s']\n" "$coordinator_metrics"
+    printf '  - job_name: synthgrad-group\n    static_configs:\n'
+    for ((i = 0; i < group_count; i++)); do
+      printf "      - targets: ['127.0.0.1:%s']\n        labels: {group: '%s'}\n" "${metrics_ports[$i]}" "$i"
+    done
+  } >"$run_dir/prometheus.yml"
+  prometheus --config.file="$run_dir/prometheus.yml" --storage.tsdb.path="$run_dir/tsdb" \
+    --web.listen-address="127.0.0.1:$prometheus_port" >"$logs/prometheus.log" 2>&1 &
+  pids+=($!)
+  echo "prometheus: http://127.0.0.1:$prometheus_port (config $run_dir/prometheus.yml)"
+fi
 
 echo "groups: ${addresses[*]}; coordinator: 127.0.0.1:$coordinator_port"
+echo "metrics: coordinator http://127.0.0.1:$coordinator_metrics/metrics, groups ports ${metrics_ports[*]}"
 "$ctl" train --spec "$spec" --coordinator "127.0.0.1:$coordinator_port" \
   --group_addresses "$(IFS=,; echo "${addresses[*]}")" "${extra[@]}"
 "$ctl" status --coordinator "127.0.0.1:$coordinator_port"
+if [[ $with_prometheus -eq 1 && -t 0 ]]; then
+  read -r -p "Training done; Prometheus stays up at http://127.0.0.1:$prometheus_port until you press Enter. "
+fi
