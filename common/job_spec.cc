@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/network.h"
 #include "common/optimizer.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
@@ -28,30 +27,85 @@ absl::Status CheckPositive(const char* field, int64_t value) {
   return absl::OkStatus();
 }
 
+// Checks a stack of layers fed `width` inputs without allocating it, and
+// stores its output width and parameter count. `where` prefixes errors.
+absl::Status CheckLayers(const std::string& where,
+                         const google::protobuf::RepeatedPtrField<v1::LayerSpec>& layers,
+                         int64_t width, int64_t* output_width,
+                         int64_t* parameter_count) {
+  *parameter_count = 0;
+  for (int i = 0; i < layers.size(); ++i) {
+    const v1::LayerSpec& layer = layers.Get(i);
+    switch (layer.kind()) {
+      case v1::LayerSpec::KIND_LINEAR:
+        if (layer.units() <= 0 || layer.units() > kMaxUnits) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, ".layers[", i, "].units must be in [1, ", kMaxUnits,
+              "], got ", layer.units()));
+        }
+        *parameter_count += (width + 1) * layer.units();
+        width = layer.units();
+        break;
+      case v1::LayerSpec::KIND_LAYER_NORM:
+        *parameter_count += 2 * width;
+        break;
+      case v1::LayerSpec::KIND_RELU:
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ".layers[", i, "].kind ",
+            v1::LayerSpec::Kind_Name(layer.kind()),
+            " is not supported; use KIND_LINEAR, KIND_RELU or KIND_LAYER_NORM"));
+    }
+  }
+  if (*parameter_count > kMaxParametersPerGroup) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, " has ", *parameter_count, " parameters, above the limit of ",
+        kMaxParametersPerGroup));
+  }
+  *output_width = width;
+  return absl::OkStatus();
+}
+
 absl::Status CheckGroups(const v1::JobSpec& spec) {
   if (spec.groups().empty()) {
     return absl::InvalidArgumentError("groups is empty; list at least one group");
   }
-  int width = spec.input_dim();
+  const bool synthetic = spec.mode() != v1::TRAINING_MODE_BACKPROP;
+  int64_t width = spec.input_dim();
   for (int g = 0; g < spec.groups_size(); ++g) {
     const v1::GroupSpec& group = spec.groups(g);
+    const std::string where = absl::StrCat("groups[", g, "]");
     if (group.address().empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("groups[", g, "].address is empty"));
+      return absl::InvalidArgumentError(absl::StrCat(where, ".address is empty"));
     }
     if (group.layers().empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("groups[", g, "] has no layers"));
+      return absl::InvalidArgumentError(absl::StrCat(where, " has no layers"));
     }
-    std::vector<v1::LayerSpec> layers(group.layers().begin(),
-                                      group.layers().end());
-    absl::StatusOr<Network> network =
-        Network::Create(width, layers, /*seed=*/0, /*zero_last_linear=*/false);
-    if (!network.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "groups[", g, "]: ", network.status().message()));
+    int64_t parameters = 0;
+    absl::Status status =
+        CheckLayers(where, group.layers(), width, &width, &parameters);
+    if (!status.ok()) return status;
+
+    // The synthetic-gradient model of every group but the last: hidden
+    // Linear + ReLU layers, then a linear layer back to `width`.
+    if (synthetic && g + 1 < spec.groups_size()) {
+      google::protobuf::RepeatedPtrField<v1::LayerSpec> model;
+      for (int units : spec.synthetic_gradient().hidden_units()) {
+        v1::LayerSpec* layer = model.Add();
+        layer->set_kind(v1::LayerSpec::KIND_LINEAR);
+        layer->set_units(units);
+      }
+      v1::LayerSpec* output = model.Add();
+      output->set_kind(v1::LayerSpec::KIND_LINEAR);
+      output->set_units(static_cast<int>(width));
+      const int64_t conditioning =
+          spec.mode() == v1::TRAINING_MODE_CDNI ? spec.num_classes() : 0;
+      int64_t model_width = 0;
+      status = CheckLayers(absl::StrCat("synthetic_gradient of ", where), model,
+                           width + conditioning, &model_width, &parameters);
+      if (!status.ok()) return status;
     }
-    width = network->output_dim();
   }
   if (width != spec.num_classes()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -92,6 +146,16 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
         CheckPositive("batch_timeout_seconds", spec.batch_timeout_seconds())}) {
     if (!status.ok()) return status;
   }
+  if (spec.input_dim() > kMaxUnits || spec.num_classes() > kMaxUnits) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input_dim ", spec.input_dim(), " and num_classes ", spec.num_classes(),
+        " must be at most ", kMaxUnits));
+  }
+  if (spec.cache_capacity() > kMaxCacheCapacity) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cache_capacity ", spec.cache_capacity(), " is above the limit of ",
+        kMaxCacheCapacity));
+  }
   if (spec.batch_size() > kMaxBatchSize) {
     return absl::InvalidArgumentError(absl::StrCat(
         "batch_size ", spec.batch_size(), " is above the limit of ",
@@ -124,10 +188,6 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
         absl::StrCat("optimizer: ", optimizer.status().message()));
   }
   if (spec.mode() != v1::TRAINING_MODE_BACKPROP && spec.groups_size() > 1) {
-    for (int units : spec.synthetic_gradient().hidden_units()) {
-      status = CheckPositive("synthetic_gradient.hidden_units", units);
-      if (!status.ok()) return status;
-    }
     optimizer = Optimizer::Create(spec.synthetic_gradient().optimizer());
     if (!optimizer.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(

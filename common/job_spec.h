@@ -2,6 +2,7 @@
 #ifndef SYNTHGRAD_COMMON_JOB_SPEC_H_
 #define SYNTHGRAD_COMMON_JOB_SPEC_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -12,6 +13,13 @@ namespace synthgrad {
 
 // Upper bound on batch_size; a Forward request with more rows is rejected.
 inline constexpr int kMaxBatchSize = 8192;
+// Upper bound on a layer's width, input_dim and num_classes.
+inline constexpr int kMaxUnits = 1 << 16;
+// Upper bound on the parameters of one group, and separately of its
+// synthetic-gradient model: 2^28 floats are 1 GiB.
+inline constexpr int64_t kMaxParametersPerGroup = int64_t{1} << 28;
+// Upper bound on cache_capacity.
+inline constexpr int kMaxCacheCapacity = 1024;
 
 // Replaces the zero values that mean "default" with the defaults documented in
 // synthgrad.proto, and forces max_in_flight to 1 in backprop mode.
@@ -20,7 +28,8 @@ void ApplyJobDefaults(v1::JobSpec* spec);
 // Checks that the spec describes a trainable job: a known mode, at least one
 // group with an address and layers whose widths chain from input_dim to
 // num_classes, valid optimizers, a synthetic-gradient spec for DNI and cDNI,
-// and positive sizes. Call after ApplyJobDefaults. Fails with
+// positive sizes, and the limits above. Allocates no layer, so an absurd
+// spec costs nothing. Call after ApplyJobDefaults. Fails with
 // INVALID_ARGUMENT naming the field and value.
 absl::Status ValidateJobSpec(const v1::JobSpec& spec);
 

@@ -294,6 +294,31 @@ TEST(JobSpec, RejectsInvalidSpecsNamingTheField) {
       {"no sg optimizer",
        [](v1::JobSpec* s) { s->mutable_synthetic_gradient()->clear_optimizer(); },
        "synthetic_gradient.optimizer"},
+      {"huge layer",
+       [](v1::JobSpec* s) {
+         s->mutable_groups(1)->mutable_layers(0)->set_units(1000000000);
+       },
+       "groups[1].layers[0].units"},
+      {"too many parameters",
+       [](v1::JobSpec* s) {
+         s->set_input_dim(60000);
+         s->mutable_groups(0)->mutable_layers(0)->set_units(60000);
+         s->mutable_groups(1)->mutable_layers(0)->set_units(4);
+       },
+       "above the limit"},
+      {"huge synthetic-gradient model",
+       [](v1::JobSpec* s) {
+         s->mutable_synthetic_gradient()->add_hidden_units(1 << 20);
+       },
+       "synthetic_gradient of groups[0]"},
+      {"unknown layer kind",
+       [](v1::JobSpec* s) {
+         s->mutable_groups(2)->mutable_layers(0)->set_kind(
+             static_cast<v1::LayerSpec::Kind>(42));
+       },
+       "groups[2].layers[0].kind"},
+      {"huge cache", [](v1::JobSpec* s) { s->set_cache_capacity(1 << 20); },
+       "cache_capacity"},
       {"window above cache",
        [](v1::JobSpec* s) {
          s->set_max_in_flight(10);
