@@ -38,6 +38,9 @@ ABSL_FLAG(int, train_limit, -1,
 ABSL_FLAG(int, test_limit, -1,
           "train: replaces data.test_limit (examples; 0 means all) when >= 0.");
 ABSL_FLAG(std::string, data_dir, "", "train: replaces data.dir when set.");
+ABSL_FLAG(int, exact_gradient_probe_interval, -1,
+          "train: replaces exact_gradient_probe_interval (training batches "
+          "between exact-gradient probes; 0 disables them) when >= 0.");
 ABSL_FLAG(std::string, summary_out, "",
           "train: writes the final job status as JSON to this file.");
 ABSL_FLAG(std::string, job_id, "",
@@ -123,6 +126,10 @@ absl::StatusOr<v1::JobSpec> LoadSpec() {
   }
   if (absl::GetFlag(FLAGS_test_limit) >= 0) {
     spec->mutable_data()->set_test_limit(absl::GetFlag(FLAGS_test_limit));
+  }
+  if (absl::GetFlag(FLAGS_exact_gradient_probe_interval) >= 0) {
+    spec->set_exact_gradient_probe_interval(
+        absl::GetFlag(FLAGS_exact_gradient_probe_interval));
   }
   if (!absl::GetFlag(FLAGS_data_dir).empty()) {
     spec->mutable_data()->set_dir(absl::GetFlag(FLAGS_data_dir));
