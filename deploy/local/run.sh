@@ -11,7 +11,7 @@ usage() {
 Usage: deploy/local/run.sh [--spec FILE] [--build_dir DIR] [--skip_setup] [--prometheus] [-- SYNTHGRADCTL_FLAGS...]
 
   --spec FILE      job spec (Protobuf text format); default configs/fashion_mnist_dni.textproto
-  --build_dir DIR  build folder; default ./build
+  --build_dir DIR  build folder; default build/ at the top of this repository
   --skip_setup     do not install packages or build; use the binaries in --build_dir
   --prometheus     also start Debian's prometheus on a free loopback port, scraping
                    every process with deploy/prometheus/rules.yml; its URL is printed
@@ -30,7 +30,9 @@ extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --spec) spec=$2; shift 2 ;;
+    --spec=*) spec=${1#--spec=}; shift ;;
     --build_dir) build_dir=$2; shift 2 ;;
+    --build_dir=*) build_dir=${1#--build_dir=}; shift ;;
     --skip_setup) skip_setup=1; shift ;;
     --prometheus) with_prometheus=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -72,7 +74,7 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   rm -rf "$run_dir"
-  if [[ $status -ne 0 ]]; then
+  if [[ $status -ne 0 && ${#pids[@]} -gt 0 ]]; then
     echo "run.sh: failed with status $status; service logs are in $logs" >&2
   fi
   exit "$status"
@@ -80,6 +82,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# synthgradctl runs in the background and the script waits for it, so a
+# SIGTERM to this script runs the trap at once instead of after training.
 
 # Waits for a server to write its port file and prints the port.
 wait_for_port() {
@@ -99,7 +103,9 @@ wait_for_port() {
   return 1
 }
 
-group_count=$(grep -c '^groups {' "$spec")
+# Checks the spec with the same flags before any service starts.
+validated=$("$ctl" validate --spec "$spec" "${extra[@]}") || exit 2
+group_count=${validated#groups: }
 addresses=()
 metrics_ports=()
 for ((i = 0; i < group_count; i++)); do
@@ -142,7 +148,10 @@ fi
 echo "groups: ${addresses[*]}; coordinator: 127.0.0.1:$coordinator_port"
 echo "metrics: coordinator http://127.0.0.1:$coordinator_metrics/metrics, groups ports ${metrics_ports[*]}"
 "$ctl" train --spec "$spec" --coordinator "127.0.0.1:$coordinator_port" \
-  --group_addresses "$(IFS=,; echo "${addresses[*]}")" "${extra[@]}"
+  --group_addresses "$(IFS=,; echo "${addresses[*]}")" "${extra[@]}" &
+ctl_pid=$!
+pids=("$ctl_pid" "${pids[@]}")
+wait "$ctl_pid"
 "$ctl" status --coordinator "127.0.0.1:$coordinator_port"
 if [[ $with_prometheus -eq 1 && -t 0 ]]; then
   read -r -p "Training done; Prometheus stays up at http://127.0.0.1:$prometheus_port until you press Enter. "

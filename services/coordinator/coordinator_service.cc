@@ -200,6 +200,12 @@ class CoordinatorServiceImpl::Job {
       request.set_group_index(i);
       request.set_coordinator_address(advertise_address_);
       v1::ConfigureResponse response;
+      {
+        absl::MutexLock lock(&mu_);
+        status_.set_message(absl::StrCat("configuring group ", i, " at ",
+                                         spec_.groups(i).address()));
+        ++version_;
+      }
       RetryPolicy policy;
       policy.total_timeout = std::chrono::seconds(spec_.batch_timeout_seconds());
       const grpc::Status status = CallWithRetry(
@@ -211,12 +217,16 @@ class CoordinatorServiceImpl::Job {
       if (!status.ok()) {
         return absl::UnavailableError(absl::StrCat(
             "cannot configure group ", i, " at ", spec_.groups(i).address(),
-            ": ", status.error_message(), " (code ", status.error_code(), ")"));
+            ": ", status.error_message(), " (code ", status.error_code(),
+            "); is synthgrad_layer running there?"));
       }
       LOG(INFO) << "job " << id_ << ": configured group " << i << " at "
                 << spec_.groups(i).address() << " with "
                 << response.parameter_count() << " parameters";
     }
+    absl::MutexLock lock(&mu_);
+    status_.clear_message();
+    ++version_;
     return absl::OkStatus();
   }
 

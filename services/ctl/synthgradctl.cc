@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -58,6 +59,9 @@ constexpr char kUsage[] =
     "epoch on stdout.\n"
     "      Exits 0 when the job succeeds, 1 when it fails or stops, 2 for "
     "bad input.\n"
+    "  synthgradctl validate --spec=FILE [train flags]\n"
+    "      Checks the spec with the train flags applied, without contacting "
+    "any server, and prints its group count.\n"
     "  synthgradctl status [--coordinator=HOST:PORT] [--job_id=ID]\n"
     "      Prints the job's state and a table of its groups.\n"
     "  synthgradctl stop [--coordinator=HOST:PORT] [--job_id=ID]\n"
@@ -87,7 +91,8 @@ absl::StatusOr<v1::JobSpec> LoadSpec() {
   }
   std::ifstream file(path);
   if (!file) {
-    return absl::NotFoundError(absl::StrCat("cannot read spec file ", path));
+    return absl::NotFoundError(
+        absl::StrCat("spec file ", path, " not found or not readable"));
   }
   std::stringstream text;
   text << file.rdbuf();
@@ -100,6 +105,13 @@ absl::StatusOr<v1::JobSpec> LoadSpec() {
   const std::string addresses = absl::GetFlag(FLAGS_group_addresses);
   if (!addresses.empty()) {
     std::vector<std::string> parts = absl::StrSplit(addresses, ',');
+    for (std::string& part : parts) {
+      part = std::string(absl::StripAsciiWhitespace(part));
+      if (part.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--group_addresses=", addresses, " has an empty address"));
+      }
+    }
     if (static_cast<int>(parts.size()) != spec->groups_size()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--group_addresses lists ", parts.size(), " addresses but ", path,
@@ -119,6 +131,11 @@ absl::StatusOr<v1::JobSpec> LoadSpec() {
   } else if (!mode.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--mode=", mode, " is not one of backprop, dni, cdni"));
+  }
+  if (absl::GetFlag(FLAGS_epochs) < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--epochs=", absl::GetFlag(FLAGS_epochs), " is negative; use a positive "
+        "count, or 0 to keep the spec's"));
   }
   if (absl::GetFlag(FLAGS_epochs) > 0) spec->set_epochs(absl::GetFlag(FLAGS_epochs));
   if (absl::GetFlag(FLAGS_train_limit) >= 0) {
@@ -159,7 +176,10 @@ class ProgressPrinter {
         status.epoch(), status.epochs(), std::string(filled, '#'),
         std::string(kWidth - filled, '.'), 100.0 * fraction, rate,
         FormatDuration(status.elapsed_seconds()), FormatDuration(eta),
-        v1::JobState_Name(status.state()).substr(10));
+        v1::JobState_Name(status.state()).substr(10) +
+            (status.state() == v1::JOB_STATE_STARTING && !status.message().empty()
+                 ? ": " + status.message()
+                 : ""));
     if (terminal_) {
       std::fprintf(stderr, "\r%s\033[K", line.c_str());
       drawn_ = true;
@@ -199,13 +219,17 @@ int Train() {
                          std::chrono::seconds(120));
     const grpc::Status status = stub->StartJob(&context, start, &started);
     if (!status.ok()) {
-      Fail(absl::StrCat("StartJob at ", absl::GetFlag(FLAGS_coordinator),
-                        " failed: ", status.error_message()));
+      Fail(absl::StrCat(
+          "StartJob at ", absl::GetFlag(FLAGS_coordinator), " failed: ",
+          status.error_message(),
+          status.error_code() == grpc::StatusCode::UNAVAILABLE
+              ? "; is synthgrad_coordinator running there? (see --coordinator)"
+              : ""));
       return status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? 2 : 1;
     }
   }
   std::printf("job %s: %s, %d groups, %lld training and %lld test examples, "
-              "%d epochs\n",
+              "%d epoch(s)\n",
               started.job_id().c_str(),
               v1::TrainingMode_Name(spec->mode()).c_str(), spec->groups_size(),
               static_cast<long long>(started.train_examples()),
@@ -260,11 +284,17 @@ int Train() {
     stop.set_job_id(started.job_id());
     v1::StopJobResponse stopped;
     const grpc::Status status = stub->StopJob(&context, stop, &stopped);
-    Fail(status.ok() ? absl::StrCat("interrupted; job ", started.job_id(),
-                                    " stopped")
-                     : absl::StrCat("interrupted; stopping job ",
-                                    started.job_id(),
-                                    " failed: ", status.error_message()));
+    if (status.ok()) {
+      Fail(absl::StrCat("interrupted; job ", started.job_id(), " stopped"));
+    } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      Fail(absl::StrCat("interrupted; the coordinator at ",
+                        absl::GetFlag(FLAGS_coordinator),
+                        " is no longer reachable, so job ", started.job_id(),
+                        " ended with it"));
+    } else {
+      Fail(absl::StrCat("interrupted; stopping job ", started.job_id(),
+                        " failed: ", status.error_message()));
+    }
     return 1;
   }
   if (!finish.ok()) {
@@ -301,6 +331,22 @@ int Train() {
   return 0;
 }
 
+int Validate() {
+  absl::StatusOr<v1::JobSpec> spec = LoadSpec();
+  if (!spec.ok()) {
+    Fail(std::string(spec.status().message()));
+    return 2;
+  }
+  ApplyJobDefaults(&*spec);
+  const absl::Status status = ValidateJobSpec(*spec);
+  if (!status.ok()) {
+    Fail(absl::StrCat(absl::GetFlag(FLAGS_spec), ": ", status.message()));
+    return 2;
+  }
+  std::printf("groups: %d\n", spec->groups_size());
+  return 0;
+}
+
 int Status() {
   auto stub = v1::CoordinatorService::NewStub(
       MakeChannel(absl::GetFlag(FLAGS_coordinator)));
@@ -329,9 +375,11 @@ int Status() {
                 epoch.epoch(), epoch.train_loss(), 100.0 * epoch.test_accuracy());
   }
 
-  std::printf("%-5s %-22s %8s %10s %10s %10s %9s %9s %9s %8s\n", "group",
-              "address", "step", "forwards", "gradients", "staleness", "sg_loss",
-              "sg_cosine", "evictions", "rejected");
+  // Staleness is the mean in updates; sg_* are moving averages; "-" means
+  // not applicable (the last group has no synthetic-gradient model).
+  std::printf("%-5s %-22s %8s %10s %10s %11s %9s %9s %9s %8s\n", "group",
+              "address", "step", "forwards", "gradients", "stale_steps",
+              "sg_loss", "sg_cosine", "evictions", "rejected");
   for (int i = 0; i < job.group_addresses_size(); ++i) {
     const std::string& address = job.group_addresses(i);
     auto group = v1::LayerService::NewStub(MakeChannel(address));
@@ -346,12 +394,16 @@ int Status() {
                   group_status.error_message().c_str());
       continue;
     }
-    std::printf("%-5d %-22s %8lld %10lld %10lld %10.2f %9.4g %9.3f %9lld %8lld\n",
+    auto number = [](double value, const char* format) {
+      return std::isnan(value) ? std::string("-") : absl::StrFormat(format, value);
+    };
+    std::printf("%-5d %-22s %8lld %10lld %10lld %11.2f %9s %9s %9lld %8lld\n",
                 i, address.c_str(), static_cast<long long>(g.step()),
                 static_cast<long long>(g.forward_batches()),
                 static_cast<long long>(g.gradient_batches()),
-                g.staleness_steps_mean(), g.synthetic_gradient_loss(),
-                g.synthetic_gradient_cosine(),
+                g.staleness_steps_mean(),
+                number(g.synthetic_gradient_loss(), "%.4g").c_str(),
+                number(g.synthetic_gradient_cosine(), "%.3f").c_str(),
                 static_cast<long long>(g.cache_evictions()),
                 static_cast<long long>(g.rejected_requests()));
   }
@@ -369,7 +421,8 @@ int Stop() {
   v1::StopJobResponse response;
   const grpc::Status status = stub->StopJob(&context, request, &response);
   if (!status.ok()) {
-    Fail(absl::StrCat("StopJob failed: ", status.error_message()));
+    Fail(absl::StrCat("StopJob at ", absl::GetFlag(FLAGS_coordinator),
+                      " failed: ", status.error_message()));
     return 1;
   }
   std::printf("stop requested\n");
@@ -382,15 +435,16 @@ int Stop() {
 int main(int argc, char** argv) {
   std::vector<char*> args = synthgrad::InitProgram(argc, argv, synthgrad::kUsage);
   if (args.size() != 2) {
-    synthgrad::Fail(absl::StrCat("expected one command (train, status or stop), got ",
+    synthgrad::Fail(absl::StrCat("expected one command (train, validate, status or stop), got ",
                                  args.size() - 1, "; see --help"));
     return 2;
   }
   const std::string command = args[1];
   if (command == "train") return synthgrad::Train();
+  if (command == "validate") return synthgrad::Validate();
   if (command == "status") return synthgrad::Status();
   if (command == "stop") return synthgrad::Stop();
   synthgrad::Fail(absl::StrCat("unknown command '", command,
-                               "'; use train, status or stop"));
+                               "'; use train, validate, status or stop"));
   return 2;
 }
