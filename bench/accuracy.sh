@@ -61,8 +61,8 @@ for m in modes:
     gap = final[m] - final["backprop"]
     lines.append(f"| {m} | {final[m]:.2f} % | {gap:+.2f} points | "
                  f"{last['trainLoss']:.4f} |")
-lines += ["", "Wall times are not reported here: other work shared the machine. "
-          "See the benchmark page for throughput.",
+lines += ["", "Wall times are not reported because other work shared the "
+          "machine during the run.",
           "", "## Test accuracy per epoch (%)", "",
           "| epoch | " + " | ".join(modes) + " |",
           "|---|" + "---|" * len(modes)]
