@@ -270,6 +270,7 @@ void Group::HandleGradient(GradientMessage message) {
     stats_.staleness_steps_sum += staleness;
     stats_.staleness_steps_max = std::max(stats_.staleness_steps_max, staleness);
     stats_.staleness_seconds_sum += seconds;
+    ++stats_.staleness_counts[std::min<int64_t>(staleness, kMaxCountedStaleness)];
   }
   observer_->OnGradient(staleness, seconds);
 
@@ -366,6 +367,16 @@ void Group::CountRejected(absl::StatusCode code) {
   absl::MutexLock lock(&mu_);
   ++stats_.rejected_requests;
   observer_->OnRejected(code);
+}
+
+int64_t GroupStats::StalenessQuantile(double fraction) const {
+  if (staleness_count == 0) return 0;
+  int64_t seen = 0;
+  for (int s = 0; s <= kMaxCountedStaleness; ++s) {
+    seen += staleness_counts[s];
+    if (static_cast<double>(seen) >= fraction * staleness_count) return s;
+  }
+  return kMaxCountedStaleness;
 }
 
 GroupStats Group::stats() const {

@@ -20,6 +20,7 @@
 #ifndef SYNTHGRAD_COMMON_GROUP_H_
 #define SYNTHGRAD_COMMON_GROUP_H_
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -113,7 +114,14 @@ class GroupObserver {
   virtual void OnQueueDepth(int depth) {}
 };
 
+// Staleness values above this count as this in GroupStats::staleness_counts.
+inline constexpr int kMaxCountedStaleness = 64;
+
 struct GroupStats {
+  // Returns the smallest staleness s such that at least `fraction` of the
+  // recorded gradients had staleness <= s; 0 before any gradient.
+  int64_t StalenessQuantile(double fraction) const;
+
   int64_t step = 0;
   int64_t forward_batches = 0;
   int64_t forward_samples = 0;
@@ -125,6 +133,9 @@ struct GroupStats {
   int64_t staleness_steps_sum = 0;
   int64_t staleness_steps_max = 0;
   double staleness_seconds_sum = 0.0;
+  // staleness_counts[s]: gradients that arrived s steps late, s capped at
+  // kMaxCountedStaleness.
+  std::array<int64_t, kMaxCountedStaleness + 1> staleness_counts{};
   // Exponential moving averages with factor 0.05; NaN before the first value.
   double synthetic_gradient_loss = 0.0;
   double synthetic_gradient_cosine = 0.0;

@@ -445,8 +445,10 @@ TEST(InProcessTrainer, DniRecordsSyntheticGradientQuality) {
   EXPECT_TRUE(std::isfinite(stats.synthetic_gradient_loss));
   EXPECT_GE(stats.synthetic_gradient_cosine, -1.0);
   EXPECT_LE(stats.synthetic_gradient_cosine, 1.0);
-  // In process, every gradient arrives before the group's next update.
+  // In process, every gradient arrives right after the group's own update.
   EXPECT_EQ(stats.staleness_steps_max, 1);
+  EXPECT_EQ(stats.StalenessQuantile(0.5), 1);
+  EXPECT_EQ(stats.StalenessQuantile(0.99), 1);
 }
 
 TEST(InProcessTrainer, ProbeComparesWithoutUpdating) {
@@ -475,6 +477,19 @@ TEST(InProcessTrainer, ProbeComparesWithoutUpdating) {
   EXPECT_EQ(stats_after.step, stats_before.step);
   EXPECT_EQ(stats_after.forward_samples, stats_before.forward_samples);
   EXPECT_EQ(stats_after.gradient_batches, stats_before.gradient_batches);
+}
+
+TEST(GroupStats, StalenessQuantiles) {
+  GroupStats stats;
+  EXPECT_EQ(stats.StalenessQuantile(0.5), 0);
+  stats.staleness_counts[1] = 50;
+  stats.staleness_counts[3] = 49;
+  stats.staleness_counts[kMaxCountedStaleness] = 1;
+  stats.staleness_count = 100;
+  EXPECT_EQ(stats.StalenessQuantile(0.5), 1);
+  EXPECT_EQ(stats.StalenessQuantile(0.51), 3);
+  EXPECT_EQ(stats.StalenessQuantile(0.99), 3);
+  EXPECT_EQ(stats.StalenessQuantile(1.0), kMaxCountedStaleness);
 }
 
 TEST(InProcessTrainer, BackpropLearnsASeparableProblem) {

@@ -375,35 +375,54 @@ int Status() {
                 epoch.epoch(), epoch.train_loss(), 100.0 * epoch.test_accuracy());
   }
 
-  // Staleness is the mean in updates; sg_* are moving averages; "-" means
-  // not applicable (the last group has no synthetic-gradient model).
-  std::printf("%-5s %-22s %8s %10s %10s %11s %9s %9s %9s %8s\n", "group",
-              "address", "step", "forwards", "gradients", "stale_steps",
-              "sg_loss", "sg_cosine", "evictions", "rejected");
+  // Two reads of each group one second apart give its samples per second.
+  // Staleness is in updates; sg_cosine is a moving average and probe_cos the
+  // latest exact-gradient probe; "-" means not applicable (the last group
+  // has no synthetic-gradient model).
+  std::vector<std::unique_ptr<v1::LayerService::Stub>> stubs;
+  std::vector<v1::GroupStatus> first(job.group_addresses_size());
+  std::vector<grpc::Status> reachable(job.group_addresses_size());
+  auto read_group = [&](int i, v1::GroupStatus* out) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(5));
+    return stubs[i]->GetStatus(&context, v1::GetStatusRequest(), out);
+  };
+  for (int i = 0; i < job.group_addresses_size(); ++i) {
+    stubs.push_back(v1::LayerService::NewStub(MakeChannel(job.group_addresses(i))));
+    reachable[i] = read_group(i, &first[i]);
+  }
+  const auto first_read = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+
+  std::printf("%-5s %-22s %8s %10s %10s %9s %9s %9s %9s %9s %8s\n", "group",
+              "address", "step", "samples/s", "gradients", "stale_p50",
+              "stale_p99", "sg_cosine", "probe_cos", "evictions", "rejected");
+  auto number = [](double value, const char* format) {
+    return std::isnan(value) ? std::string("-") : absl::StrFormat(format, value);
+  };
   for (int i = 0; i < job.group_addresses_size(); ++i) {
     const std::string& address = job.group_addresses(i);
-    auto group = v1::LayerService::NewStub(MakeChannel(address));
-    grpc::ClientContext group_context;
-    group_context.set_deadline(std::chrono::system_clock::now() +
-                               std::chrono::seconds(5));
     v1::GroupStatus g;
-    const grpc::Status group_status =
-        group->GetStatus(&group_context, v1::GetStatusRequest(), &g);
+    grpc::Status group_status = reachable[i];
+    if (group_status.ok()) group_status = read_group(i, &g);
     if (!group_status.ok()) {
       std::printf("%-5d %-22s unreachable: %s\n", i, address.c_str(),
                   group_status.error_message().c_str());
       continue;
     }
-    auto number = [](double value, const char* format) {
-      return std::isnan(value) ? std::string("-") : absl::StrFormat(format, value);
-    };
-    std::printf("%-5d %-22s %8lld %10lld %10lld %11.2f %9s %9s %9lld %8lld\n",
-                i, address.c_str(), static_cast<long long>(g.step()),
-                static_cast<long long>(g.forward_batches()),
+    const double seconds = std::chrono::duration<double>(
+                               std::chrono::steady_clock::now() - first_read)
+                               .count();
+    const double rate =
+        (g.forward_samples() - first[i].forward_samples()) / seconds;
+    std::printf("%-5d %-22s %8lld %10.0f %10lld %9lld %9lld %9s %9s %9lld %8lld\n",
+                i, address.c_str(), static_cast<long long>(g.step()), rate,
                 static_cast<long long>(g.gradient_batches()),
-                g.staleness_steps_mean(),
-                number(g.synthetic_gradient_loss(), "%.4g").c_str(),
+                static_cast<long long>(g.staleness_steps_p50()),
+                static_cast<long long>(g.staleness_steps_p99()),
                 number(g.synthetic_gradient_cosine(), "%.3f").c_str(),
+                number(g.probe_cosine(), "%.3f").c_str(),
                 static_cast<long long>(g.cache_evictions()),
                 static_cast<long long>(g.rejected_requests()));
   }

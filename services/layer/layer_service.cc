@@ -305,6 +305,8 @@ grpc::Status LayerServiceImpl::HandleGetStatus(v1::GroupStatus* response) {
                                          stats.staleness_count);
   }
   response->set_staleness_steps_max(stats.staleness_steps_max);
+  response->set_staleness_steps_p50(stats.StalenessQuantile(0.5));
+  response->set_staleness_steps_p99(stats.StalenessQuantile(0.99));
   response->set_synthetic_gradient_loss(stats.synthetic_gradient_loss);
   response->set_synthetic_gradient_cosine(stats.synthetic_gradient_cosine);
   response->set_training_loss(stats.training_loss);
