@@ -5,6 +5,8 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
 
 namespace synthgrad {
 
@@ -30,6 +32,11 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
     const std::string& bind_address, int port,
     const std::vector<grpc::Service*>& services, int* bound_port) {
   const std::string address = absl::StrCat(bind_address, ":", port);
+  // Both register with every server built after these calls: the standard
+  // grpc.health.v1.Health service (for probes) and server reflection (for
+  // tools such as grpcurl).
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   // Without this, a second server on a taken port could share it silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);

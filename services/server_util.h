@@ -26,7 +26,9 @@ absl::Status FromGrpcStatus(const grpc::Status& status);
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target);
 
 // Starts a server on `bind_address`:`port` (port 0 picks a free port) with
-// `services`, and stores the bound port in `bound_port`. Fails with
+// `services`, the gRPC health service (reporting SERVING) and server
+// reflection, and stores the bound port in `bound_port`. Port reuse is off,
+// so a port another process holds fails here. Fails with
 // UNAVAILABLE naming the address when it cannot listen, for example because
 // the port is taken.
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "common/dataset.h"
 #include "common/in_process_trainer.h"
 #include "common/job_spec.h"
@@ -358,6 +360,97 @@ TEST_F(ServicesTest, ExactGradientProbesReachEveryGroup) {
     EXPECT_EQ(group.forward_samples(), 256 * 20 + 256) << "group " << g;
   }
   EXPECT_EQ(job.epochs_done(0).groups(kGroups - 1).probes(), 0);
+}
+
+// Calls a unary method by name with raw request bytes and returns the raw
+// response bytes.
+grpc::Status GenericUnaryCall(const std::string& address, const std::string& method,
+                              const std::string& request, std::string* response) {
+  grpc::GenericStub stub(MakeChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::Slice slice(request);
+  grpc::ByteBuffer request_buffer(&slice, 1);
+  grpc::ByteBuffer response_buffer;
+  absl::Notification done;
+  grpc::Status result;
+  stub.UnaryCall(&context, method, grpc::StubOptions(), &request_buffer,
+                 &response_buffer, [&](grpc::Status status) {
+                   result = std::move(status);
+                   done.Notify();
+                 });
+  done.WaitForNotification();
+  std::vector<grpc::Slice> slices;
+  if (result.ok() && response_buffer.Dump(&slices).ok()) {
+    response->clear();
+    for (const grpc::Slice& s : slices) {
+      response->append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+  }
+  return result;
+}
+
+// Sends one ServerReflectionRequest asking for the service list and returns
+// the raw response bytes, which contain the service names.
+std::string ListServicesByReflection(const std::string& address) {
+  grpc::GenericStub stub(MakeChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::CompletionQueue queue;
+  auto call = stub.PrepareCall(
+      &context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+      &queue);
+  void* tag = nullptr;
+  bool ok = false;
+  auto step = [&](intptr_t expected) {
+    return queue.Next(&tag, &ok) && ok && reinterpret_cast<intptr_t>(tag) == expected;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  if (!step(1)) return "";
+  // Field 7 (list_services), length-delimited, empty string.
+  const std::string request("\x3a\x00", 2);
+  grpc::Slice slice(request);
+  grpc::ByteBuffer request_buffer(&slice, 1);
+  call->Write(request_buffer, reinterpret_cast<void*>(2));
+  if (!step(2)) return "";
+  grpc::ByteBuffer response_buffer;
+  call->Read(&response_buffer, reinterpret_cast<void*>(3));
+  if (!step(3)) return "";
+  call->WritesDone(reinterpret_cast<void*>(4));
+  step(4);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  step(5);
+  std::vector<grpc::Slice> slices;
+  std::string response;
+  if (response_buffer.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices) {
+      response.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+  }
+  return response;
+}
+
+TEST_F(ServicesTest, HealthServiceReportsServing) {
+  std::vector<std::string> addresses = layer_addresses_;
+  addresses.push_back(coordinator_address_);
+  for (const std::string& address : addresses) {
+    std::string response;
+    // An empty HealthCheckRequest asks about the whole server.
+    const grpc::Status status = GenericUnaryCall(
+        address, "/grpc.health.v1.Health/Check", "", &response);
+    ASSERT_TRUE(status.ok()) << address << ": " << status.error_message();
+    // HealthCheckResponse{status: SERVING}: field 1, varint 1.
+    EXPECT_EQ(response, std::string("\x08\x01", 2)) << address;
+  }
+}
+
+TEST_F(ServicesTest, ReflectionListsServices) {
+  const std::string layer = ListServicesByReflection(layer_addresses_[0]);
+  EXPECT_THAT(layer, HasSubstr("synthgrad.v1.LayerService"));
+  EXPECT_THAT(layer, HasSubstr("grpc.health.v1.Health"));
+  const std::string coordinator = ListServicesByReflection(coordinator_address_);
+  EXPECT_THAT(coordinator, HasSubstr("synthgrad.v1.CoordinatorService"));
 }
 
 TEST_F(ServicesTest, StartJobRejectsInvalidSpecAndMissingData) {
