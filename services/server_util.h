@@ -22,7 +22,20 @@ inline constexpr int kMaxMessageBytes = 64 << 20;
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
-// Creates an insecure channel to `target` that accepts kMaxMessageBytes.
+// Client keepalive pings: every kKeepaliveTimeMs on an idle-but-open call,
+// failing the connection after kKeepaliveTimeoutMs without an answer.
+// Servers accept pings down to kMinPingIntervalMs apart, below the client's
+// interval, so they never reject a client's pings as abuse.
+inline constexpr int kKeepaliveTimeMs = 30'000;
+inline constexpr int kKeepaliveTimeoutMs = 10'000;
+inline constexpr int kMinPingIntervalMs = 20'000;
+// Servers close a connection to new calls after this long (calls in
+// progress finish), so clients resolve DNS again and spread over pods.
+inline constexpr int kMaxConnectionAgeMs = 300'000;
+
+// Creates an insecure channel to `target` (for example "host:port" or
+// "dns:///name:port") with round-robin load balancing over the resolved
+// addresses, the keepalive settings above and kMaxMessageBytes.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target);
 
 // Starts a server on `bind_address`:`port` (port 0 picks a free port) with
