@@ -161,7 +161,7 @@ GroupMetrics::GroupMetrics(prometheus::Registry& registry)
                        .Help("Events waiting for the group's compute thread.")
                        .Register(registry)
                        .Add({})) {
-  // Both series exist from the start, so rate() sees them at zero.
+  // Both series exist from the start, so rate() counts from zero.
   for (const char* mode : {"train", "eval"}) {
     forward_batches_.Add({{"mode", mode}});
     forward_samples_.Add({{"mode", mode}});

@@ -24,7 +24,7 @@ RpcSender::~RpcSender() {
   thread_.join();
 }
 
-void RpcSender::Enqueue(std::string what, Call call) {
+void RpcSender::Enqueue(std::string description, Call call) {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
       +[](RpcSender* sender) ABSL_EXCLUSIVE_LOCKS_REQUIRED(sender->mu_) {
@@ -33,7 +33,7 @@ void RpcSender::Enqueue(std::string what, Call call) {
       },
       this));
   if (stopping_) return;
-  queue_.push_back({std::move(what), std::move(call)});
+  queue_.push_back({std::move(description), std::move(call)});
 }
 
 void RpcSender::Run() {
@@ -56,17 +56,17 @@ void RpcSender::Run() {
 
 void RpcSender::Deliver(const Pending& pending) {
   const grpc::Status status = CallWithRetry(
-      pending.what, peer_, policy_, pending.call, [this] {
+      pending.description, peer_, policy_, pending.call, [this] {
         absl::MutexLock lock(&mu_);
         return stopping_;
       });
   if (status.ok() || status.error_code() == grpc::StatusCode::CANCELLED) return;
-  LOG(ERROR) << pending.what << " to " << peer_ << " failed: code "
+  LOG(ERROR) << pending.description << " to " << peer_ << " failed: code "
              << status.error_code() << ": " << status.error_message();
-  if (on_failure_) on_failure_(pending.what, status);
+  if (on_failure_) on_failure_(pending.description, status);
 }
 
-grpc::Status CallWithRetry(const std::string& what, const std::string& peer,
+grpc::Status CallWithRetry(const std::string& description, const std::string& peer,
                            const RetryPolicy& policy, const RpcCall& call,
                            const std::function<bool()>& cancelled) {
   const auto give_up_at = std::chrono::steady_clock::now() + policy.total_timeout;
@@ -86,10 +86,10 @@ grpc::Status CallWithRetry(const std::string& what, const std::string& peer,
     }
     if (cancelled && cancelled()) {
       return grpc::Status(grpc::StatusCode::CANCELLED,
-                          what + " cancelled during retries");
+                          description + " cancelled during retries");
     }
     if (attempt == 1 || attempt % 20 == 0) {
-      LOG(WARNING) << what << " to " << peer << " attempt " << attempt
+      LOG(WARNING) << description << " to " << peer << " attempt " << attempt
                    << " failed (code " << status.error_code() << ": "
                    << status.error_message() << "); retrying";
     }

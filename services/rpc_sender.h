@@ -1,6 +1,6 @@
 // Delivers RPCs to one peer in the order they were queued, from a thread of
-// its own, so the caller (a group's compute thread or the coordinator) never
-// waits on the network. A call failing with UNAVAILABLE or
+// its own, so the caller (a group's compute thread) does not wait for the
+// network unless `capacity` calls are already queued. A call failing with UNAVAILABLE or
 // RESOURCE_EXHAUSTED is retried with exponential backoff and jitter; any other
 // failure, or running out of retry time, is logged and passed to the
 // failure callback.
@@ -35,9 +35,9 @@ using RpcCall = std::function<grpc::Status(grpc::ClientContext* context)>;
 
 // Runs `call` until it succeeds, fails with a code other than UNAVAILABLE or
 // RESOURCE_EXHAUSTED, runs out of `policy`'s total time, or `cancelled`
-// returns true. Returns the last attempt's status. `what` and `peer` name the
+// returns true. Returns the last attempt's status. `description` and `peer` name the
 // call in the warning logged for retries.
-grpc::Status CallWithRetry(const std::string& what, const std::string& peer,
+grpc::Status CallWithRetry(const std::string& description, const std::string& peer,
                            const RetryPolicy& policy, const RpcCall& call,
                            const std::function<bool()>& cancelled);
 
@@ -45,7 +45,7 @@ class RpcSender {
  public:
   using Call = RpcCall;
   using FailureCallback =
-      std::function<void(const std::string& what, const grpc::Status& status)>;
+      std::function<void(const std::string& description, const grpc::Status& status)>;
 
   // `peer` names the destination in logs. At most `capacity` calls wait;
   // Enqueue blocks beyond that.
@@ -57,12 +57,12 @@ class RpcSender {
   RpcSender(const RpcSender&) = delete;
   RpcSender& operator=(const RpcSender&) = delete;
 
-  // Queues `call`; `what` describes it in logs ("Forward batch 12").
-  void Enqueue(std::string what, Call call) ABSL_LOCKS_EXCLUDED(mu_);
+  // Queues `call`. `description` names it in logs ("Forward batch 12").
+  void Enqueue(std::string description, Call call) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Pending {
-    std::string what;
+    std::string description;
     Call call;
   };
 

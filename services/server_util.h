@@ -23,7 +23,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
 // Client keepalive pings: every kKeepaliveTimeMs on an idle-but-open call,
-// failing the connection after kKeepaliveTimeoutMs without an answer.
+// failing the connection after kKeepaliveTimeoutMs without a reply.
 // Servers accept pings down to kMinPingIntervalMs apart, below the client's
 // interval, so they never reject a client's pings as abuse.
 inline constexpr int kKeepaliveTimeMs = 30'000;
@@ -41,7 +41,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target);
 // Starts a server on `bind_address`:`port` (port 0 picks a free port) with
 // `services`, the gRPC health service (reporting SERVING) and server
 // reflection, and stores the bound port in `bound_port`. Port reuse is off,
-// so a port another process holds fails here. Fails with
+// so a port that another process is bound to fails here. Fails with
 // UNAVAILABLE naming the address when it cannot listen, for example because
 // the port is taken.
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(

@@ -328,7 +328,7 @@ class CoordinatorServiceImpl::Job {
       // A probe only ends with the first group's backward_done notice.
       batch.awaits_result = mode != v1::BATCH_MODE_PROBE;
       // Locked backprop: the batch also waits for the first group's update,
-      // so the next batch sees the weights it produced.
+      // so the next batch runs on the weights it produced.
       batch.awaits_backward =
           mode == v1::BATCH_MODE_PROBE ||
           (mode == v1::BATCH_MODE_TRAIN &&

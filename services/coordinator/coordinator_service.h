@@ -1,10 +1,11 @@
 // The synthgrad.v1.CoordinatorService: owns one training job at a time.
 //
-// A job runs on a thread of its own: it configures every group, then for
-// each epoch shuffles the training set from the seed, cuts it into shards of
-// batches, sends each batch to the first group while at most max_in_flight
-// batches await their result from the last group, and evaluates the test set
-// after the epoch. ReportBatch, called by the last group, closes a batch.
+// A job runs on a thread of its own. It configures every group. Then, for
+// each epoch, it shuffles the training set from the seed, cuts it into shards
+// of batches and sends each batch to the first group, with at most
+// max_in_flight batches awaiting their result from the last group. After the
+// epoch it evaluates the test set. ReportBatch, called by the last group,
+// closes a batch.
 //
 // Thread-safe.
 #ifndef SYNTHGRAD_SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_

@@ -376,9 +376,9 @@ int Status() {
   }
 
   // Two reads of each group one second apart give its samples per second.
-  // Staleness is in updates; sg_cosine is a moving average and probe_cos the
-  // latest exact-gradient probe; "-" means not applicable (the last group
-  // has no synthetic-gradient model).
+  // Staleness is in updates. sg_cosine is a moving average, and probe_cos is
+  // the latest exact-gradient probe. "-" marks a value that does not apply,
+  // because the last group has no synthetic-gradient model.
   std::vector<std::unique_ptr<v1::LayerService::Stub>> stubs;
   std::vector<v1::GroupStatus> first(job.group_addresses_size());
   std::vector<grpc::Status> reachable(job.group_addresses_size());

@@ -1,5 +1,5 @@
-// synthgrad_layer: serves one layer group. Which layers it holds comes from
-// the job spec in the coordinator's Configure call, so one binary serves every
+// synthgrad_layer: serves one layer group. The layers it runs come from the
+// job spec in the coordinator's Configure call, so one binary serves every
 // stage.
 #include <string>
 
