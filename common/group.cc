@@ -84,6 +84,7 @@ Group::Group(const v1::JobSpec& spec, int index, Network network,
       mode_(spec.mode()),
       num_classes_(spec.num_classes()),
       cache_capacity_(spec.cache_capacity()),
+      max_batch_rows_(spec.batch_size()),
       transport_(transport),
       observer_(observer != nullptr ? observer : &NoOpObserver()),
       network_(std::move(network)),
@@ -100,10 +101,10 @@ Group::Group(const v1::JobSpec& spec, int index, Network network,
 absl::Status Group::AcceptForward(const ForwardMessage& message) {
   const Matrix& x = message.activations;
   absl::Status status;
-  if (x.rows() < 1 || x.rows() > kMaxBatchSize) {
+  if (x.rows() < 1 || x.rows() > max_batch_rows_) {
     status = absl::InvalidArgumentError(absl::StrCat(
         "batch ", message.batch_id, " has ", x.rows(),
-        " rows; expected 1 to ", kMaxBatchSize));
+        " rows; expected 1 to the job's batch_size ", max_batch_rows_));
   } else if (x.cols() != input_dim()) {
     status = absl::InvalidArgumentError(absl::StrCat(
         "batch ", message.batch_id, " activations have ", x.cols(),

@@ -162,9 +162,12 @@ class Group {
   int input_dim() const { return network_.input_dim(); }
   int output_dim() const { return network_.output_dim(); }
   int64_t parameter_count() const { return network_.parameter_count(); }
+  // Largest batch accepted: the spec's batch_size, which the limits of
+  // ValidateJobSpec were checked against.
+  int max_batch_rows() const { return max_batch_rows_; }
   v1::TrainingMode mode() const { return mode_; }
 
-  // Checks a batch before it is queued: rows in [1, kMaxBatchSize], columns
+  // Checks a batch before it is queued: rows in [1, max_batch_rows()], columns
   // equal to input_dim(), finite values, one label in [0, num_classes) per
   // row (INVALID_ARGUMENT), and a batch id not already in flight here
   // (ALREADY_EXISTS). On success the id counts as in flight until the group
@@ -239,6 +242,7 @@ class Group {
   const v1::TrainingMode mode_;
   const int num_classes_;
   const int cache_capacity_;
+  const int max_batch_rows_;
   Transport* const transport_;
   GroupObserver* const observer_;
 

@@ -1,5 +1,6 @@
 #include "common/job_spec.h"
 
+#include <set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -31,11 +32,14 @@ absl::Status CheckPositive(const char* field, int64_t value) {
 // stores its output width and parameter count. `where` prefixes errors.
 absl::Status CheckLayers(const std::string& where,
                          const google::protobuf::RepeatedPtrField<v1::LayerSpec>& layers,
-                         int64_t width, int64_t* output_width,
-                         int64_t* parameter_count) {
+                         int64_t width, int64_t batch_size,
+                         int64_t* output_width, int64_t* parameter_count) {
   *parameter_count = 0;
+  // The forward trace keeps the input of every layer, plus the output.
+  int64_t activations = 0;
   for (int i = 0; i < layers.size(); ++i) {
     const v1::LayerSpec& layer = layers.Get(i);
+    activations += batch_size * width;
     switch (layer.kind()) {
       case v1::LayerSpec::KIND_LINEAR:
         if (layer.units() <= 0 || layer.units() > kMaxUnits) {
@@ -58,10 +62,22 @@ absl::Status CheckLayers(const std::string& where,
             " is not supported; use KIND_LINEAR, KIND_RELU or KIND_LAYER_NORM"));
     }
   }
+  activations += batch_size * width;
   if (*parameter_count > kMaxParametersPerGroup) {
     return absl::InvalidArgumentError(absl::StrCat(
         where, " has ", *parameter_count, " parameters, above the limit of ",
         kMaxParametersPerGroup));
+  }
+  if (activations > kMaxActivationFloatsPerBatch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, " would keep ", activations, " activations per batch of ",
+        batch_size, ", above the limit of ", kMaxActivationFloatsPerBatch,
+        "; use fewer or narrower layers or a smaller batch_size"));
+  }
+  if (batch_size * width > kMaxTensorFloats) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, " outputs ", width, " values per example; a batch of ", batch_size,
+        " would exceed the message limit of ", kMaxTensorFloats, " floats"));
   }
   *output_width = width;
   return absl::OkStatus();
@@ -73,18 +89,29 @@ absl::Status CheckGroups(const v1::JobSpec& spec) {
   }
   const bool synthetic = spec.mode() != v1::TRAINING_MODE_BACKPROP;
   int64_t width = spec.input_dim();
+  if (spec.batch_size() * width > kMaxTensorFloats) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a batch of ", spec.batch_size(), " examples of input_dim ", width,
+        " would exceed the message limit of ", kMaxTensorFloats, " floats"));
+  }
+  std::set<std::string> addresses;
   for (int g = 0; g < spec.groups_size(); ++g) {
     const v1::GroupSpec& group = spec.groups(g);
     const std::string where = absl::StrCat("groups[", g, "]");
     if (group.address().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(where, ".address is empty"));
     }
+    if (!addresses.insert(group.address()).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ".address ", group.address(),
+          " is also used by an earlier group; give every group its own"));
+    }
     if (group.layers().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(where, " has no layers"));
     }
     int64_t parameters = 0;
-    absl::Status status =
-        CheckLayers(where, group.layers(), width, &width, &parameters);
+    absl::Status status = CheckLayers(where, group.layers(), width,
+                                      spec.batch_size(), &width, &parameters);
     if (!status.ok()) return status;
 
     // The synthetic-gradient model of every group but the last: hidden
@@ -103,7 +130,8 @@ absl::Status CheckGroups(const v1::JobSpec& spec) {
           spec.mode() == v1::TRAINING_MODE_CDNI ? spec.num_classes() : 0;
       int64_t model_width = 0;
       status = CheckLayers(absl::StrCat("synthetic_gradient of ", where), model,
-                           width + conditioning, &model_width, &parameters);
+                           width + conditioning, spec.batch_size(), &model_width,
+                           &parameters);
       if (!status.ok()) return status;
     }
   }
@@ -161,11 +189,14 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
         "batch_size ", spec.batch_size(), " is above the limit of ",
         kMaxBatchSize));
   }
-  if (spec.max_in_flight() > spec.cache_capacity()) {
+  // A group can await gradients for more batches than max_in_flight: the
+  // coordinator counts a batch done when the last group reports it, while
+  // the gradients of that batch may still be travelling down.
+  if (2 * static_cast<int64_t>(spec.max_in_flight()) > spec.cache_capacity()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "max_in_flight ", spec.max_in_flight(), " exceeds cache_capacity ",
+        "max_in_flight ", spec.max_in_flight(), " is more than half of cache_capacity ",
         spec.cache_capacity(),
-        ", so groups would evict batches still awaiting a gradient"));
+        ", so groups could evict batches still awaiting a gradient"));
   }
   if (spec.exact_gradient_probe_interval() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -16,8 +16,17 @@ inline constexpr int kMaxBatchSize = 8192;
 // Upper bound on a layer's width, input_dim and num_classes.
 inline constexpr int kMaxUnits = 1 << 16;
 // Upper bound on the parameters of one group, and separately of its
-// synthetic-gradient model: 2^28 floats are 1 GiB.
-inline constexpr int64_t kMaxParametersPerGroup = int64_t{1} << 28;
+// synthetic-gradient model: 2^26 floats are 256 MiB, about 1 GiB with Adam's
+// two moments and the gradients.
+inline constexpr int64_t kMaxParametersPerGroup = int64_t{1} << 26;
+// Upper bound on the floats one batch's forward trace holds in a group:
+// batch_size times the sum of the group's input and layer widths. 2^26
+// floats are 256 MiB.
+inline constexpr int64_t kMaxActivationFloatsPerBatch = int64_t{1} << 26;
+// Upper bound on the floats of one tensor on the wire, batch_size times a
+// boundary width, so every message stays below the 64 MiB gRPC limit of
+// services/server_util.h with room for the rest of the message.
+inline constexpr int64_t kMaxTensorFloats = int64_t{15} << 20;
 // Upper bound on cache_capacity.
 inline constexpr int kMaxCacheCapacity = 1024;
 
@@ -28,7 +37,7 @@ void ApplyJobDefaults(v1::JobSpec* spec);
 // Checks that the spec describes a trainable job: a known mode, at least one
 // group with an address and layers whose widths chain from input_dim to
 // num_classes, valid optimizers, a synthetic-gradient spec for DNI and cDNI,
-// positive sizes, and the limits above. Allocates no layer, so an absurd
+// positive sizes, distinct group addresses, and the limits above. Allocates no layer, so an absurd
 // spec costs nothing. Call after ApplyJobDefaults. Fails with
 // INVALID_ARGUMENT naming the field and value.
 absl::Status ValidateJobSpec(const v1::JobSpec& spec);

@@ -319,10 +319,27 @@ TEST(JobSpec, RejectsInvalidSpecsNamingTheField) {
        "groups[2].layers[0].kind"},
       {"huge cache", [](v1::JobSpec* s) { s->set_cache_capacity(1 << 20); },
        "cache_capacity"},
+      {"wide activations",
+       [](v1::JobSpec* s) {
+         s->set_input_dim(1);
+         s->mutable_groups(0)->mutable_layers(0)->set_units(60000);
+         s->mutable_groups(1)->mutable_layers(0)->set_units(4);
+         s->set_batch_size(8192);
+       },
+       "activations per batch"},
+      {"shared address",
+       [](v1::JobSpec* s) { s->mutable_groups(2)->set_address("a"); },
+       "groups[2].address a is also used"},
+      {"message too large",
+       [](v1::JobSpec* s) {
+         s->set_input_dim(4000);
+         s->set_batch_size(8192);
+       },
+       "message limit"},
       {"window above cache",
        [](v1::JobSpec* s) {
          s->set_max_in_flight(10);
-         s->set_cache_capacity(5);
+         s->set_cache_capacity(19);
        },
        "cache_capacity"},
   };
@@ -494,6 +511,7 @@ TEST(GroupStats, StalenessQuantiles) {
 
 TEST(InProcessTrainer, BackpropLearnsASeparableProblem) {
   v1::JobSpec spec = TinySpec(v1::TRAINING_MODE_BACKPROP);
+  spec.set_batch_size(16);
   auto trainer = InProcessTrainer::Create(spec);
   ASSERT_TRUE(trainer.ok());
   // The class is the index of the largest of the first three inputs.

@@ -248,7 +248,19 @@ TEST_F(ServicesTest, MalformedRequestsGetSpecificCodesAndServiceKeepsServing) {
     v1::ForwardRequest r = forward;
     r.set_mode(v1::BATCH_MODE_UNSPECIFIED);
     cases.push_back({"no mode", r, grpc::StatusCode::INVALID_ARGUMENT,
-                     "BATCH_MODE_UNSPECIFIED"});
+                     "has mode 0"});
+  }
+  {
+    v1::ForwardRequest r = forward;
+    MatrixToProto(Matrix::Constant(257, 784, 0.1f), r.mutable_activations());
+    cases.push_back({"more rows than batch_size", r,
+                     grpc::StatusCode::INVALID_ARGUMENT, "above the limit of 256"});
+  }
+  {
+    v1::ForwardRequest r = forward;
+    r.set_mode(static_cast<v1::BatchMode>(99));
+    cases.push_back({"unknown mode", r, grpc::StatusCode::INVALID_ARGUMENT,
+                     "has mode 99"});
   }
   {
     v1::ForwardRequest r = forward;

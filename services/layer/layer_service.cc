@@ -228,12 +228,12 @@ grpc::Status LayerServiceImpl::HandleForward(const v1::ForwardRequest* request) 
     runtime->worker().CountRejected(absl::StatusCode::kInvalidArgument);
     return Rejected("Forward", absl::InvalidArgumentError(absl::StrCat(
                                    "batch ", request->batch_id(), " has mode ",
-                                   v1::BatchMode_Name(request->mode()),
+                                   static_cast<int>(request->mode()),
                                    "; use BATCH_MODE_TRAIN, BATCH_MODE_EVAL or BATCH_MODE_PROBE")));
   }
   TensorLimits limits;
   limits.cols = group.input_dim();
-  limits.max_rows = kMaxBatchSize;
+  limits.max_rows = group.max_batch_rows();
   absl::StatusOr<Matrix> activations = MatrixFromProto(
       request->activations(), limits,
       absl::StrCat("activations of batch ", request->batch_id()));
@@ -261,7 +261,7 @@ grpc::Status LayerServiceImpl::HandleGradient(
 
   TensorLimits limits;
   limits.cols = group.output_dim();
-  limits.max_rows = kMaxBatchSize;
+  limits.max_rows = group.max_batch_rows();
   absl::StatusOr<Matrix> gradient = MatrixFromProto(
       request->gradient(), limits,
       absl::StrCat("gradient of batch ", request->batch_id()));
