@@ -17,9 +17,14 @@ namespace {
 constexpr uint32_t kImageMagic = 0x00000803;
 constexpr uint32_t kLabelMagic = 0x00000801;
 constexpr int kNumClasses = 10;
-// Larger files than this are rejected as corrupt before any allocation.
+// Headers declaring more than this are rejected as corrupt before any
+// allocation: 2^30 bytes of pixels is 20 times Fashion-MNIST's training set.
 constexpr uint64_t kMaxExamples = 10'000'000;
 constexpr uint64_t kMaxPixelsPerExample = 1 << 20;
+constexpr uint64_t kMaxPixelBytes = uint64_t{1} << 30;
+// Buffers grow by at most this much ahead of the data actually read, so a
+// truncated file costs no more memory than its content.
+constexpr uint64_t kReadChunkBytes = 16 << 20;
 
 struct GzCloser {
   void operator()(gzFile file) const { gzclose(file); }
@@ -108,7 +113,8 @@ absl::StatusOr<Dataset> LoadIdx(const std::string& images_path,
 
   const uint64_t count = (*image_dims)[0];
   const uint64_t pixels = uint64_t{(*image_dims)[1]} * (*image_dims)[2];
-  if (count > kMaxExamples || pixels == 0 || pixels > kMaxPixelsPerExample) {
+  if (count > kMaxExamples || pixels == 0 || pixels > kMaxPixelsPerExample ||
+      count * pixels > kMaxPixelBytes) {
     return absl::DataLossError(absl::StrCat(
         "data file ", images_path, " declares an implausible shape ", count,
         " x ", (*image_dims)[1], " x ", (*image_dims)[2]));
@@ -123,10 +129,15 @@ absl::StatusOr<Dataset> LoadIdx(const std::string& images_path,
       limit > 0 ? std::min<uint64_t>(count, static_cast<uint64_t>(limit)) : count;
   Dataset data;
   data.pixels_per_example = static_cast<int64_t>(pixels);
-  data.pixels.resize(kept * pixels);
-  absl::Status status =
-      ReadExact(images->get(), images_path, data.pixels.data(), kept * pixels);
-  if (!status.ok()) return status;
+  const uint64_t total = kept * pixels;
+  absl::Status status;
+  while (data.pixels.size() < total) {
+    const uint64_t start = data.pixels.size();
+    const uint64_t chunk = std::min(kReadChunkBytes, total - start);
+    data.pixels.resize(start + chunk);
+    status = ReadExact(images->get(), images_path, data.pixels.data() + start, chunk);
+    if (!status.ok()) return status;
+  }
 
   std::vector<uint8_t> raw_labels(kept);
   status = ReadExact(labels->get(), labels_path, raw_labels.data(), kept);

@@ -31,9 +31,9 @@ struct TrainTestData {
 
 // Reads a gzip-compressed IDX image file (magic 0x00000803) and its label
 // file (magic 0x00000801), keeping the first `limit` examples (all when
-// `limit` is 0). Fails with NOT_FOUND for a missing file and DATA_LOSS for a
-// corrupt or truncated one, naming the path; INVALID_ARGUMENT when the two
-// files disagree on the example count or a label is not in [0, 9].
+// `limit` is 0). Fails with NOT_FOUND for a missing file, DATA_LOSS for a
+// corrupt or truncated one or a label outside [0, 9], naming the path, and
+// INVALID_ARGUMENT when the two files disagree on the example count.
 absl::StatusOr<Dataset> LoadIdx(const std::string& images_path,
                                 const std::string& labels_path, int64_t limit);
 

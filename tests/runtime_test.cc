@@ -226,6 +226,22 @@ TEST_F(DatasetTest, TruncatedFileIsDataLoss) {
   EXPECT_THAT(std::string(data.status().message()), HasSubstr("truncated"));
 }
 
+TEST_F(DatasetTest, HugeDeclaredShapeIsDataLoss) {
+  std::vector<uint8_t> images;
+  Append32(&images, 0x803);
+  Append32(&images, 3'000'000);
+  Append32(&images, 28);
+  Append32(&images, 28);
+  std::vector<uint8_t> labels;
+  Append32(&labels, 0x801);
+  Append32(&labels, 3'000'000);
+  absl::StatusOr<Dataset> data =
+      LoadIdx(WriteGz("i.gz", images), WriteGz("l.gz", labels), 0);
+  ASSERT_FALSE(data.ok());
+  EXPECT_EQ(data.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(data.status().message()), HasSubstr("implausible"));
+}
+
 TEST_F(DatasetTest, CountMismatchIsInvalidArgument) {
   absl::StatusOr<Dataset> data =
       LoadIdx(WriteGz("i.gz", Images(2)), WriteGz("l.gz", Labels({1, 2, 3})), 0);

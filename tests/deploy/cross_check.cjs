@@ -1,0 +1,281 @@
+#!/usr/bin/env node
+// Checks that the deployment files agree with each other and with the job
+// spec: the group count of configs/fashion_mnist_dni.textproto (as parsed by
+// `synthgradctl validate`), the group services, commands and ports of
+// deploy/docker-compose.yml and its Prometheus configuration, and for each
+// rendered Kubernetes overlay the spec ConfigMap, the StatefulSet replicas,
+// ports and probes, the headless Service, the coordinator, the Job and the
+// per-group NetworkPolicies.
+//
+// Usage: NODE_PATH=DIR/node_modules cross_check.cjs BUILD_DIR SOURCE_DIR RENDERED_DIR
+"use strict";
+
+const childProcess = require("child_process");
+const fs = require("fs");
+const os = require("os");
+const path = require("path");
+
+const { loadModule } = require("./node_modules.cjs");
+const YAML = loadModule("yaml");
+
+const IMAGE_CONFIGS_DIR = "/usr/share/synthgrad/configs";
+const DEFAULT_SPEC = "configs/fashion_mnist_dni.textproto";
+
+const errors = [];
+function expect(condition, message) {
+  if (!condition) {
+    errors.push(message);
+  }
+  return condition;
+}
+
+// Returns the value of --name=VALUE in an argument list, or undefined.
+function flagValue(args, name) {
+  const prefix = `--${name}=`;
+  const matches = args.filter((arg) => arg.startsWith(prefix));
+  return matches.length > 0 ? matches[matches.length - 1].slice(prefix.length) : undefined;
+}
+
+// Runs `synthgradctl validate` and returns its group count; `extraArgs` are
+// train flags such as --group_addresses.
+function validatedGroupCount(ctl, specPath, extraArgs, where) {
+  const result = childProcess.spawnSync(ctl, ["validate", `--spec=${specPath}`, ...extraArgs], {
+    encoding: "utf8",
+    timeout: 30000,
+  });
+  const match = /^groups: (\d+)$/m.exec(result.stdout ?? "");
+  if (!expect(result.status === 0 && match, `${where}: synthgradctl validate failed (exit ${result.status}): ${result.stderr}`)) {
+    return -1;
+  }
+  return Number(match[1]);
+}
+
+// Returns the spec without comments, blank lines and group address values,
+// so that two copies compare equal when only addresses differ.
+function specSkeleton(text) {
+  return text
+    .split("\n")
+    .map((line) => line.replace(/#.*$/, "").trimEnd())
+    .filter((line) => line.trim() !== "")
+    .map((line) => line.replace(/address: "[^"]*"/, 'address: "<address>"'))
+    .join("\n");
+}
+
+function specAddresses(text) {
+  return [...text.matchAll(/^\s*address:\s*"([^"]*)"/gm)].map((match) => match[1]);
+}
+
+function checkCompose(ctl, sourceDir, groupCount) {
+  const where = "deploy/docker-compose.yml";
+  const compose = YAML.parse(fs.readFileSync(path.join(sourceDir, where), "utf8"), { merge: true });
+  const services = compose.services ?? {};
+
+  const groupNames = Object.keys(services).filter((name) => /^group-\d+$/.test(name)).sort();
+  const expectedNames = Array.from({ length: groupCount }, (_, index) => `group-${index}`);
+  expect(JSON.stringify(groupNames) === JSON.stringify(expectedNames),
+    `${where}: group services are ${groupNames.join(", ")}; expected ${expectedNames.join(", ")}`);
+
+  const coordinatorArgs = services.coordinator?.command ?? [];
+  const coordinatorPort = flagValue(coordinatorArgs, "port");
+  expect(coordinatorArgs[0] === "synthgrad_coordinator", `${where}: coordinator does not run synthgrad_coordinator`);
+  expect(flagValue(coordinatorArgs, "advertise_address") === `coordinator:${coordinatorPort}`,
+    `${where}: coordinator --advertise_address is not coordinator:${coordinatorPort}`);
+
+  const groupPorts = [];
+  const metricsPorts = [];
+  for (const name of groupNames) {
+    const args = services[name].command ?? [];
+    expect(args[0] === "synthgrad_layer", `${where}: ${name} does not run synthgrad_layer`);
+    groupPorts.push(flagValue(args, "port"));
+    metricsPorts.push(flagValue(args, "metrics_port"));
+  }
+  for (const name of ["coordinator", ...groupNames]) {
+    const args = services[name].command ?? [];
+    expect(flagValue(args, "bind_address") === "0.0.0.0", `${where}: ${name} does not bind 0.0.0.0`);
+    expect(flagValue(args, "metrics_bind_address") === "0.0.0.0", `${where}: ${name} metrics do not bind 0.0.0.0`);
+  }
+
+  const trainArgs = services.train?.command ?? [];
+  expect(trainArgs[0] === "synthgradctl" && trainArgs[1] === "train", `${where}: train does not run synthgradctl train`);
+  expect(flagValue(trainArgs, "coordinator") === `coordinator:${coordinatorPort}`,
+    `${where}: train --coordinator is not coordinator:${coordinatorPort}`);
+  const addresses = (flagValue(trainArgs, "group_addresses") ?? "").split(",");
+  const expectedAddresses = groupNames.map((name, index) => `${name}:${groupPorts[index]}`);
+  expect(JSON.stringify(addresses) === JSON.stringify(expectedAddresses),
+    `${where}: train --group_addresses is ${addresses.join(",")}; expected ${expectedAddresses.join(",")}`);
+
+  // The image holds configs/ at IMAGE_CONFIGS_DIR; validate the same file.
+  const specInImage = flagValue(trainArgs, "spec") ?? "";
+  if (expect(specInImage.startsWith(`${IMAGE_CONFIGS_DIR}/`), `${where}: train --spec ${specInImage} is not under ${IMAGE_CONFIGS_DIR}`)) {
+    const specPath = path.join(sourceDir, "configs", specInImage.slice(IMAGE_CONFIGS_DIR.length + 1));
+    const count = validatedGroupCount(ctl, specPath, trainArgs.slice(2).filter((arg) => !arg.startsWith("--spec=")), where);
+    expect(count === groupCount, `${where}: train spec has ${count} groups; expected ${groupCount}`);
+  }
+
+  // Prometheus must scrape every service on the metrics port of its command.
+  const prometheusWhere = "deploy/docker/prometheus.yml";
+  const prometheus = YAML.parse(fs.readFileSync(path.join(sourceDir, prometheusWhere), "utf8"));
+  const jobs = Object.fromEntries((prometheus.scrape_configs ?? []).map((job) => [job.job_name, job]));
+  const coordinatorTargets = (jobs["synthgrad-coordinator"]?.static_configs ?? []).flatMap((config) => config.targets);
+  expect(JSON.stringify(coordinatorTargets) === JSON.stringify([`coordinator:${flagValue(coordinatorArgs, "metrics_port")}`]),
+    `${prometheusWhere}: coordinator targets ${coordinatorTargets.join(",")} do not match the compose metrics port`);
+  const groupTargets = (jobs["synthgrad-group"]?.static_configs ?? []).map((config) => ({
+    targets: config.targets,
+    group: config.labels?.group,
+  }));
+  const expectedTargets = groupNames.map((name, index) => ({ targets: [`${name}:${metricsPorts[index]}`], group: String(index) }));
+  expect(JSON.stringify(groupTargets) === JSON.stringify(expectedTargets),
+    `${prometheusWhere}: group targets ${JSON.stringify(groupTargets)}; expected ${JSON.stringify(expectedTargets)}`);
+  console.log(`ok compose: ${groupNames.length} groups on port ${groupPorts[0]}, coordinator on ${coordinatorPort}`);
+}
+
+function containerPort(container, name) {
+  return (container.ports ?? []).find((port) => port.name === name)?.containerPort;
+}
+
+// Checks a server container: flags, named ports, gRPC probes and the
+// Prometheus annotations agree; returns its gRPC port.
+function checkServerContainer(template, container, where) {
+  const args = container.command ?? [];
+  const port = Number(flagValue(args, "port"));
+  const metricsPort = Number(flagValue(args, "metrics_port"));
+  expect(flagValue(args, "bind_address") === "0.0.0.0", `${where}: --bind_address is not 0.0.0.0`);
+  expect(flagValue(args, "metrics_bind_address") === "0.0.0.0", `${where}: --metrics_bind_address is not 0.0.0.0`);
+  expect(containerPort(container, "grpc") === port, `${where}: containerPort grpc differs from --port=${port}`);
+  expect(containerPort(container, "metrics") === metricsPort, `${where}: containerPort metrics differs from --metrics_port=${metricsPort}`);
+  for (const probe of ["readinessProbe", "livenessProbe"]) {
+    expect(container[probe]?.grpc?.port === port, `${where}: ${probe}.grpc.port is not the number ${port}`);
+  }
+  const annotations = template.metadata?.annotations ?? {};
+  expect(annotations["prometheus.io/scrape"] === "true", `${where}: no prometheus.io/scrape annotation`);
+  expect(annotations["prometheus.io/port"] === String(metricsPort), `${where}: prometheus.io/port is not ${metricsPort}`);
+  return { port, metricsPort };
+}
+
+function checkServicePorts(service, port, metricsPort, where) {
+  const ports = Object.fromEntries((service?.spec?.ports ?? []).map((entry) => [entry.name, entry]));
+  expect(ports.grpc?.port === port && ports.grpc?.targetPort === port, `${where}: Service port grpc is not ${port}`);
+  expect(ports.metrics?.port === metricsPort && ports.metrics?.targetPort === metricsPort,
+    `${where}: Service port metrics is not ${metricsPort}`);
+}
+
+function checkOverlay(ctl, sourceDir, file, groupCount) {
+  const where = path.basename(file, ".yaml");
+  const objects = YAML.parseAllDocuments(fs.readFileSync(file, "utf8")).map((doc) => doc.toJS()).filter(Boolean);
+  const find = (kind, predicate = () => true) => objects.filter((object) => object.kind === kind && predicate(object));
+
+  const namespace = find("Namespace")[0]?.metadata?.name;
+  expect(namespace, `${where}: no Namespace`);
+  for (const object of objects.filter((object) => object.kind !== "Namespace")) {
+    expect(object.metadata?.namespace === namespace, `${where}: ${object.kind}/${object.metadata?.name} is not in namespace ${namespace}`);
+  }
+
+  // StatefulSet and headless Service of the groups.
+  const statefulSet = find("StatefulSet")[0];
+  if (!expect(statefulSet, `${where}: no StatefulSet`)) {
+    return;
+  }
+  const serviceName = statefulSet.spec.serviceName;
+  expect(statefulSet.spec.replicas === groupCount, `${where}: StatefulSet replicas ${statefulSet.spec.replicas}; expected ${groupCount}`);
+  expect(statefulSet.spec.podManagementPolicy === "Parallel", `${where}: StatefulSet podManagementPolicy is not Parallel`);
+  const groupTemplate = statefulSet.spec.template;
+  const group = checkServerContainer(groupTemplate, groupTemplate.spec.containers[0], `${where} StatefulSet`);
+  const headless = find("Service", (service) => service.metadata.name === serviceName)[0];
+  expect(headless?.spec?.clusterIP === "None", `${where}: Service ${serviceName} is missing or not headless`);
+  checkServicePorts(headless, group.port, group.metricsPort, `${where} Service/${serviceName}`);
+
+  // Coordinator Deployment and Service.
+  const deployment = find("Deployment", (object) => object.metadata.name === "coordinator")[0];
+  if (!expect(deployment, `${where}: no Deployment coordinator`)) {
+    return;
+  }
+  const coordinatorContainer = deployment.spec.template.spec.containers[0];
+  const coordinator = checkServerContainer(deployment.spec.template, coordinatorContainer, `${where} Deployment`);
+  checkServicePorts(find("Service", (service) => service.metadata.name === "coordinator")[0],
+    coordinator.port, coordinator.metricsPort, `${where} Service/coordinator`);
+  const coordinatorTarget = `dns:///coordinator.$(POD_NAMESPACE).svc.cluster.local:${coordinator.port}`;
+  expect(flagValue(coordinatorContainer.command, "advertise_address") === coordinatorTarget,
+    `${where}: coordinator --advertise_address is not ${coordinatorTarget}`);
+
+  // Job and the spec ConfigMap it mounts.
+  const job = find("Job")[0];
+  if (!expect(job, `${where}: no Job`)) {
+    return;
+  }
+  const jobSpec = job.spec.template.spec;
+  const jobContainer = jobSpec.containers[0];
+  expect(flagValue(jobContainer.command, "coordinator") === coordinatorTarget, `${where}: Job --coordinator is not ${coordinatorTarget}`);
+  const specFlag = flagValue(jobContainer.command, "spec") ?? "";
+  const mount = (jobContainer.volumeMounts ?? []).find((entry) => specFlag.startsWith(`${entry.mountPath}/`));
+  if (!expect(mount, `${where}: Job --spec ${specFlag} is not on a mounted volume`)) {
+    return;
+  }
+  const configMapName = jobSpec.volumes.find((volume) => volume.name === mount.name)?.configMap?.name;
+  const configMap = find("ConfigMap", (object) => object.metadata.name === configMapName)[0];
+  const specText = configMap?.data?.[specFlag.slice(mount.mountPath.length + 1)];
+  if (!expect(specText, `${where}: ConfigMap ${configMapName} has no key for --spec ${specFlag}`)) {
+    return;
+  }
+  const temporary = fs.mkdtempSync(path.join(os.tmpdir(), "synthgrad-spec-"));
+  const specPath = path.join(temporary, "job-spec.textproto");
+  fs.writeFileSync(specPath, specText);
+  const trainFlags = jobContainer.command.slice(2).filter((arg) => arg.startsWith("--") && !/^--(spec|coordinator)=/.test(arg));
+  const count = validatedGroupCount(ctl, specPath, trainFlags, `${where} ConfigMap ${configMapName}`);
+  fs.rmSync(temporary, { recursive: true });
+  expect(count === groupCount, `${where}: ConfigMap spec has ${count} groups; expected ${groupCount}`);
+  const expectedAddresses = Array.from({ length: groupCount },
+    (_, index) => `dns:///${statefulSet.metadata.name}-${index}.${serviceName}.${namespace}.svc.cluster.local:${group.port}`);
+  const addresses = specAddresses(specText);
+  expect(JSON.stringify(addresses) === JSON.stringify(expectedAddresses),
+    `${where}: spec group addresses ${addresses.join(", ")}; expected ${expectedAddresses.join(", ")}`);
+  const reference = fs.readFileSync(path.join(sourceDir, DEFAULT_SPEC), "utf8");
+  expect(specSkeleton(specText) === specSkeleton(reference),
+    `${where}: the ConfigMap spec differs from ${DEFAULT_SPEC} in more than group addresses and comments`);
+
+  // One NetworkPolicy per group that admits the coordinator and exactly the
+  // neighbouring groups on the gRPC port.
+  const podNameKey = "statefulset.kubernetes.io/pod-name";
+  for (let index = 0; index < groupCount; index += 1) {
+    const podName = `${statefulSet.metadata.name}-${index}`;
+    const policies = find("NetworkPolicy", (policy) => policy.spec.podSelector?.matchLabels?.[podNameKey] === podName);
+    if (!expect(policies.length === 1, `${where}: ${policies.length} NetworkPolicies select ${podName}; expected 1`)) {
+      continue;
+    }
+    const rules = policies[0].spec.ingress ?? [];
+    const peers = rules.flatMap((rule) => rule.from ?? []).map((peer) =>
+      peer.podSelector?.matchLabels?.[podNameKey] ?? `component=${peer.podSelector?.matchLabels?.["app.kubernetes.io/component"]}`);
+    const neighbours = [index - 1, index + 1].filter((peer) => peer >= 0 && peer < groupCount)
+      .map((peer) => `${statefulSet.metadata.name}-${peer}`);
+    expect(JSON.stringify(peers.sort()) === JSON.stringify(["component=coordinator", ...neighbours].sort()),
+      `${where}: NetworkPolicy for ${podName} admits ${peers.join(", ")}; expected the coordinator and ${neighbours.join(", ")}`);
+    const ports = rules.flatMap((rule) => rule.ports ?? []).map((entry) => entry.port);
+    expect(JSON.stringify(ports) === JSON.stringify([group.port]), `${where}: NetworkPolicy for ${podName} opens ports ${ports}; expected ${group.port}`);
+  }
+  console.log(`ok ${where}: ${groupCount} groups at ${addresses[0]} ..., coordinator on ${coordinator.port}, namespace ${namespace}`);
+}
+
+function main() {
+  if (process.argv.length !== 5) {
+    console.error("usage: cross_check.cjs BUILD_DIR SOURCE_DIR RENDERED_DIR");
+    process.exit(2);
+  }
+  const [buildDir, sourceDir, renderedDir] = process.argv.slice(2);
+  const ctl = path.join(buildDir, "services/ctl/synthgradctl");
+  const groupCount = validatedGroupCount(ctl, path.join(sourceDir, DEFAULT_SPEC), [], DEFAULT_SPEC);
+  if (groupCount > 0) {
+    console.log(`${DEFAULT_SPEC}: ${groupCount} groups`);
+    checkCompose(ctl, sourceDir, groupCount);
+    const files = fs.readdirSync(renderedDir).filter((name) => name.endsWith(".yaml"));
+    expect(files.length > 0, `${renderedDir}: no rendered overlays`);
+    for (const name of files) {
+      checkOverlay(ctl, sourceDir, path.join(renderedDir, name), groupCount);
+    }
+  }
+  if (errors.length > 0) {
+    errors.forEach((error) => console.error(`FAILED ${error}`));
+    process.exit(1);
+  }
+  console.log("PASSED");
+}
+
+main();
