@@ -73,6 +73,9 @@ class GroupMetrics final : public GroupObserver {
   void OnRejected(absl::StatusCode code) override;
   void OnQueueDepth(int depth) override;
 
+  // Sets the step gauge back to 0 for a newly configured group.
+  void ResetStep() { step_.Set(0); }
+
  private:
   // By label mode="train" or "eval".
   prometheus::Family<prometheus::Counter>& forward_batches_;

@@ -17,11 +17,14 @@ RpcSender::RpcSender(std::string peer, int capacity, RetryPolicy policy,
 }
 
 RpcSender::~RpcSender() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
+  Shutdown();
   thread_.join();
+}
+
+void RpcSender::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+  queue_.clear();
 }
 
 void RpcSender::Enqueue(std::string description, Call call) {

@@ -54,6 +54,10 @@ class RpcSender {
   // Stops after the call in progress; queued calls are dropped.
   ~RpcSender();
 
+  // Drops queued calls, makes Enqueue return at once from now on, and stops
+  // retrying. Call it before stopping a thread that may block in Enqueue.
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
+
   RpcSender(const RpcSender&) = delete;
   RpcSender& operator=(const RpcSender&) = delete;
 

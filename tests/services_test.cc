@@ -503,6 +503,69 @@ TEST_F(ServicesTest, StopJobEndsARunningJob) {
   EXPECT_THAT(job.message(), HasSubstr("StopJob"));
 }
 
+TEST_F(ServicesTest, ForgedBatchReportsAreRejected) {
+  // Groups are told a coordinator address where nothing listens, so no
+  // genuine result arrives and the first batch stays in flight while the
+  // test sends forged reports for it.
+  coordinator_->SetAdvertiseAddress("127.0.0.1:1");
+  v1::JobSpec spec = Spec(v1::TRAINING_MODE_DNI);
+  spec.set_batch_timeout_seconds(30);
+  std::string job_id;
+  ASSERT_TRUE(StartJob(spec, &job_id).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+
+  // The fixture's first job numbers its batches from 2^40 + 1.
+  const int64_t first_batch = (int64_t{1} << 40) + 1;
+  struct Case {
+    const char* name;
+    int64_t batch_id;
+    int examples;
+    int correct;
+    double loss;
+    v1::BatchMode mode;
+    grpc::StatusCode code;
+  };
+  const std::vector<Case> cases = {
+      {"unknown batch", 12345, 256, 10, 1.0, v1::BATCH_MODE_TRAIN,
+       grpc::StatusCode::NOT_FOUND},
+      {"wrong example count", first_batch, 1000000000, 10, 1.0,
+       v1::BATCH_MODE_TRAIN, grpc::StatusCode::INVALID_ARGUMENT},
+      {"more correct than examples", first_batch, 256, 300, 1.0,
+       v1::BATCH_MODE_TRAIN, grpc::StatusCode::INVALID_ARGUMENT},
+      {"nan loss", first_batch, 256, 10, std::nan(""), v1::BATCH_MODE_TRAIN,
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"negative loss", first_batch, 256, 10, -1e300, v1::BATCH_MODE_TRAIN,
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"eval report for a training batch", first_batch, 256, 10, 1.0,
+       v1::BATCH_MODE_EVAL, grpc::StatusCode::INVALID_ARGUMENT},
+  };
+  for (const Case& c : cases) {
+    grpc::ClientContext context;
+    v1::BatchResult report;
+    report.set_batch_id(c.batch_id);
+    report.set_examples(c.examples);
+    report.set_correct(c.correct);
+    report.set_loss(c.loss);
+    report.set_mode(c.mode);
+    v1::ReportBatchResponse response;
+    const grpc::Status status =
+        coordinator_stub_->ReportBatch(&context, report, &response);
+    EXPECT_EQ(status.error_code(), c.code) << c.name << ": " << status.error_message();
+  }
+
+  grpc::ClientContext context;
+  v1::GetJobStatusRequest request;
+  v1::JobStatus job;
+  ASSERT_TRUE(coordinator_stub_->GetJobStatus(&context, request, &job).ok());
+  EXPECT_EQ(job.samples_done(), 0);
+  grpc::ClientContext stop_context;
+  v1::StopJobRequest stop;
+  v1::StopJobResponse stopped;
+  EXPECT_TRUE(coordinator_stub_->StopJob(&stop_context, stop, &stopped).ok());
+  EXPECT_EQ(WaitForJob(job_id, std::chrono::seconds(60)).state(),
+            v1::JOB_STATE_STOPPED);
+}
+
 TEST_F(ServicesTest, UnreachableGroupFailsJobNamingAddress) {
   v1::JobSpec spec = Spec(v1::TRAINING_MODE_DNI);
   layer_servers_[1]->Shutdown(std::chrono::system_clock::now());

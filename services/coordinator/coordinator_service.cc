@@ -1,6 +1,7 @@
 #include "services/coordinator/coordinator_service.h"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <deque>
 #include <thread>
@@ -47,14 +48,15 @@ struct PassTotals {
 class CoordinatorServiceImpl::Job {
  public:
   // `metrics` must outlive the job.
-  Job(std::string id, v1::JobSpec spec, TrainTestData data,
+  Job(std::string id, int job_number, v1::JobSpec spec, TrainTestData data,
       std::string advertise_address, CoordinatorMetrics* metrics)
       : id_(std::move(id)),
         spec_(std::move(spec)),
         data_(std::move(data)),
         advertise_address_(std::move(advertise_address)),
         metrics_(metrics),
-        started_at_(absl::Now()) {
+        started_at_(absl::Now()),
+        next_batch_id_((int64_t{job_number} << 40) + 1) {
     metrics_->SetJobState(v1::JOB_STATE_STARTING);
     metrics_->SetEpoch(0);
     metrics_->SetBatchesInFlight(0);
@@ -128,6 +130,11 @@ class CoordinatorServiceImpl::Job {
     }
     InFlight& batch = it->second;
     const bool train = batch.train;
+    if (result.examples() != batch.rows) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch ", result.batch_id(), " reports ", result.examples(),
+          " examples but has ", batch.rows));
+    }
     if (result.backward_done()) {
       if (!batch.awaits_backward) {
         return absl::FailedPreconditionError(absl::StrCat(
@@ -144,11 +151,23 @@ class CoordinatorServiceImpl::Job {
       return absl::FailedPreconditionError(absl::StrCat(
           "batch ", result.batch_id(), " has already reported its result"));
     }
-    if (result.examples() < 0 || result.correct() < 0 ||
-        result.correct() > result.examples()) {
+    const v1::BatchMode expected_mode =
+        train ? v1::BATCH_MODE_TRAIN : v1::BATCH_MODE_EVAL;
+    if (result.mode() != expected_mode) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch ", result.batch_id(), " reports mode ",
+          static_cast<int>(result.mode()), " but was sent as ",
+          v1::BatchMode_Name(expected_mode)));
+    }
+    if (result.correct() < 0 || result.correct() > result.examples()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "batch ", result.batch_id(), " reports ", result.correct(),
           " correct of ", result.examples(), " examples"));
+    }
+    if (!std::isfinite(result.loss()) || result.loss() < 0.0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch ", result.batch_id(), " reports loss ", result.loss(),
+          "; a cross-entropy is finite and not negative"));
     }
     batch.awaits_result = false;
     if (!batch.awaits_backward) in_flight_.erase(it);
@@ -259,6 +278,8 @@ class CoordinatorServiceImpl::Job {
     const std::vector<v1::GroupStatus> groups = GroupStatuses();
 
     absl::MutexLock lock(&mu_);
+    // The last shard may hold fewer batches; it is finished too.
+    status_.set_shard(status_.shards_per_epoch());
     v1::EpochResult* result = status_.add_epochs_done();
     for (const v1::GroupStatus& group : groups) *result->add_groups() = group;
     result->set_epoch(epoch);
@@ -325,6 +346,7 @@ class CoordinatorServiceImpl::Job {
       absl::MutexLock lock(&mu_);
       InFlight& batch = in_flight_[batch_id];
       batch.train = mode == v1::BATCH_MODE_TRAIN;
+      batch.rows = request->activations().shape(0);
       // A probe only ends with the first group's backward_done notice.
       batch.awaits_result = mode != v1::BATCH_MODE_PROBE;
       // Locked backprop: the batch also waits for the first group's update,
@@ -435,8 +457,9 @@ class CoordinatorServiceImpl::Job {
   CoordinatorMetrics* const metrics_;
   const absl::Time started_at_;
   std::vector<std::unique_ptr<v1::LayerService::Stub>> stubs_;
-  // Job thread only.
-  int64_t next_batch_id_ = 1;
+  // Job thread only. Ids start at job_number * 2^40, so a late report from
+  // an earlier job on the same coordinator never matches a batch of this one.
+  int64_t next_batch_id_;
 
   mutable absl::Mutex mu_;
   v1::JobStatus status_ ABSL_GUARDED_BY(mu_);
@@ -446,6 +469,8 @@ class CoordinatorServiceImpl::Job {
   std::string stop_reason_ ABSL_GUARDED_BY(mu_);
   struct InFlight {
     bool train = false;
+    // Examples in the batch; every report must match.
+    int64_t rows = 0;
     // Waiting for the last group's result.
     bool awaits_result = false;
     // Waiting for the first group's backward_done notice (locked backprop,
@@ -527,7 +552,7 @@ grpc::Status CoordinatorServiceImpl::HandleStartJob(
     }
     const std::string id = absl::StrCat(
         spec.name().empty() ? "job" : spec.name(), "-", ++job_count_);
-    job = std::make_shared<Job>(id, std::move(spec), *std::move(data),
+    job = std::make_shared<Job>(id, job_count_, std::move(spec), *std::move(data),
                                 advertise_address_, &metrics_);
     job_ = job;
   }

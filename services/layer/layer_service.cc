@@ -63,6 +63,14 @@ class GrpcTransport final : public Transport {
     }
   }
 
+  // Stops every sender, so a compute thread blocked on a full queue returns.
+  void Shutdown() {
+    for (RpcSender* sender :
+         {next_sender_.get(), previous_sender_.get(), coordinator_sender_.get()}) {
+      if (sender != nullptr) sender->Shutdown();
+    }
+  }
+
   void SendForward(ForwardMessage message) override {
     auto request = std::make_shared<v1::ForwardRequest>();
     request->set_batch_id(message.batch_id);
@@ -150,6 +158,14 @@ class LayerServiceImpl::Runtime {
     return runtime;
   }
 
+  // Stops the senders first: the compute thread may be blocked handing a
+  // message to a full sender, and the worker waits for that thread.
+  ~Runtime() {
+    if (transport_ != nullptr) transport_->Shutdown();
+    worker_.reset();
+    transport_.reset();
+  }
+
   const Group& group() const { return worker_->group(); }
   GroupWorker& worker() { return *worker_; }
   const v1::JobSpec& spec() const { return spec_; }
@@ -211,6 +227,14 @@ grpc::Status LayerServiceImpl::HandleConfigure(
     absl::MutexLock lock(&mu_);
     previous = std::move(runtime_);
     runtime_ = *std::move(runtime);
+  }
+  group_metrics_.ResetStep();
+  if (previous != nullptr && previous->worker().queue_depth() > 0) {
+    // NOTE: nothing stops a Configure from replacing a group in the middle of
+    // a job; the coordinator only configures at job start.
+    LOG(WARNING) << "Configure replaced group " << previous->group().index()
+                 << " while " << previous->worker().queue_depth()
+                 << " events were still queued; they are dropped";
   }
   // `previous` stops its threads here, outside the lock, once no handler
   // holds it any more.
