@@ -275,21 +275,20 @@ async function checkDeployment(buildDir, deployment, workDir) {
     const summary = runTrain(buildDir, deployment, servers[0], servers.slice(1));
     console.log(`ok ${deployment.name}: ${deployment.train.slice(0, 2).join(" ")}: ${summary}`);
   } finally {
-    const failures = [];
-    for (const server of servers) {
+    // SIGTERM to all at once, as `docker-compose down` and a namespace
+    // deletion do.
+    const results = await Promise.all(servers.map(async (server) => {
       if (server.exited) {
-        failures.push(`${server.name} exited before SIGTERM; log:\n${server.logTail()}`);
-        continue;
+        return `${server.name} exited before SIGTERM; log:\n${server.logTail()}`;
       }
       try {
         const { code, signal } = await server.stop();
-        if (code !== 0) {
-          failures.push(`${server.name} exited with ${code ?? signal} after SIGTERM; log:\n${server.logTail()}`);
-        }
+        return code === 0 ? null : `${server.name} exited with ${code ?? signal} after SIGTERM; log:\n${server.logTail()}`;
       } catch (error) {
-        failures.push(error.message);
+        return error.message;
       }
-    }
+    }));
+    const failures = results.filter((result) => result !== null);
     if (failures.length > 0) {
       throw new Error(failures.join("\n"));
     }

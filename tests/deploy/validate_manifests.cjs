@@ -9,8 +9,9 @@
 // declared type neither lists nor allows through an index signature
 // (additionalProperties: false semantics).
 //
-// Usage: NODE_PATH=DIR/node_modules validate_manifests.cjs FILE.yaml...
-// Exits 0 and prints PASSED when every document of every file is valid.
+// Usage: NODE_PATH=DIR/node_modules validate_manifests.cjs FILE_OR_DIR...
+// A folder stands for the *.yaml files in it. Exits 0 and prints PASSED when
+// every document of every file is valid.
 "use strict";
 
 const fs = require("fs");
@@ -163,18 +164,26 @@ function validateText(text, where) {
   return errors;
 }
 
-module.exports = { validateDocument, validateText, parseDocuments };
+// Expands folders into the *.yaml files they contain.
+function yamlFiles(paths) {
+  return paths.flatMap((entry) => (fs.statSync(entry).isDirectory()
+    ? fs.readdirSync(entry).filter((name) => name.endsWith(".yaml")).sort().map((name) => path.join(entry, name))
+    : [entry]));
+}
+
+module.exports = { validateDocument, validateText, parseDocuments, yamlFiles };
 
 if (require.main === module) {
-  const files = process.argv.slice(2);
+  const files = yamlFiles(process.argv.slice(2));
   if (files.length === 0) {
-    console.error("usage: validate_manifests.cjs FILE.yaml...");
+    console.error("usage: validate_manifests.cjs FILE_OR_DIR... (no *.yaml file given)");
     process.exit(2);
   }
   let failed = 0;
   for (const file of files) {
-    const errors = validateText(fs.readFileSync(file, "utf8"), file);
-    const count = parseDocuments(fs.readFileSync(file, "utf8"), file).docs.length;
+    const text = fs.readFileSync(file, "utf8");
+    const errors = validateText(text, file);
+    const count = parseDocuments(text, file).docs.length;
     if (errors.length > 0) {
       failed += 1;
       errors.forEach((error) => console.error(`FAILED ${error}`));

@@ -1,15 +1,15 @@
 #!/usr/bin/env node
-// Injects typical typos into a rendered overlay and checks that
+// Injects typical typos into each rendered overlay and checks that
 // validate_manifests.cjs rejects each one with the expected message, and
 // that it accepts the overlay as rendered.
 //
-// Usage: NODE_PATH=DIR/node_modules validate_typos.cjs RENDERED.yaml
+// Usage: NODE_PATH=DIR/node_modules validate_typos.cjs FILE_OR_DIR...
 "use strict";
 
 const fs = require("fs");
 
 const { loadModule } = require("./node_modules.cjs");
-const { validateText, parseDocuments } = require("./validate_manifests.cjs");
+const { validateText, parseDocuments, yamlFiles } = require("./validate_manifests.cjs");
 
 // Each case replaces the first match of `pattern` and names a fragment of the
 // error that validate_manifests.cjs must report.
@@ -64,12 +64,8 @@ const CASES = [
   },
 ];
 
-function main() {
-  if (process.argv.length !== 3) {
-    console.error("usage: validate_typos.cjs RENDERED.yaml");
-    process.exit(2);
-  }
-  const file = process.argv[2];
+// Runs every case on one file and returns the number of failed checks.
+function checkFile(file) {
   const text = fs.readFileSync(file, "utf8");
   let failures = 0;
 
@@ -84,7 +80,7 @@ function main() {
   for (const { name, pattern, replacement, expected } of CASES) {
     if (!pattern.test(text)) {
       failures += 1;
-      console.error(`FAILED ${name}: ${pattern} does not occur in ${file}; update the case`);
+      console.error(`FAILED ${file}, ${name}: ${pattern} does not occur; update the case`);
       continue;
     }
     const errors = validateText(text.replace(pattern, replacement), file);
@@ -92,24 +88,42 @@ function main() {
       console.log(`ok ${name}: rejected with "${errors[0]}"`);
     } else {
       failures += 1;
-      console.error(`FAILED ${name}: expected an error containing "${expected}", got ${JSON.stringify(errors)}`);
+      console.error(`FAILED ${file}, ${name}: expected an error containing "${expected}", got ${JSON.stringify(errors)}`);
     }
   }
+  return failures;
+}
 
-  // Records whether kubernetes-models alone would have let an unknown field
-  // through, which is why validate_manifests.cjs adds its strict walk.
+// Prints whether kubernetes-models alone lets an unknown field through,
+// which is why validate_manifests.cjs adds its strict walk.
+function reportLenientSchema(file) {
   const { StatefulSet } = loadModule("kubernetes-models/apps/v1/StatefulSet");
-  const statefulSet = parseDocuments(text.replace(CASES[1].pattern, CASES[1].replacement), file)
-    .docs.find(({ doc }) => doc.kind === "StatefulSet").doc;
+  const text = fs.readFileSync(file, "utf8").replace(CASES[1].pattern, CASES[1].replacement);
+  const statefulSet = parseDocuments(text, file).docs.find(({ doc }) => doc.kind === "StatefulSet");
+  if (statefulSet === undefined) {
+    return;
+  }
   try {
-    new StatefulSet(statefulSet).validate();
+    new StatefulSet(statefulSet.doc).validate();
     console.log("note: kubernetes-models alone accepts the unknown field podManagmentPolicy");
   } catch (error) {
     console.log(`note: kubernetes-models alone rejects the unknown field: ${error.message}`);
   }
+}
 
+function main() {
+  const files = yamlFiles(process.argv.slice(2));
+  if (files.length === 0) {
+    console.error("usage: validate_typos.cjs FILE_OR_DIR... (no *.yaml file given)");
+    process.exit(2);
+  }
+  let failures = 0;
+  for (const file of files) {
+    failures += checkFile(file);
+  }
+  reportLenientSchema(files[0]);
   if (failures > 0) {
-    console.error(`${failures} of ${CASES.length + 1} checks failed`);
+    console.error(`${failures} of ${files.length * (CASES.length + 1)} checks failed`);
     process.exit(1);
   }
   console.log("PASSED");
