@@ -10,15 +10,13 @@
 
 FROM debian:12 AS builder
 
-# The build and test packages of deploy/local/install-deps.sh. The test
-# packages are needed because CMakeLists.txt configures tests/ and bench/
-# unconditionally, although only the three binaries are built here.
+# The build packages of deploy/local/install-deps.sh; tests and benchmarks
+# are not built here (SYNTHGRAD_BUILD_TESTS=OFF).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
       libeigen3-dev libabsl-dev libgoogle-glog-dev zlib1g-dev prometheus-cpp-dev \
-      libgtest-dev libgmock-dev libbenchmark-dev \
  && rm -rf /var/lib/apt/lists/*
 
 # -march for every target; x86-64-v3 needs AVX2 and FMA on the machine that
@@ -27,12 +25,8 @@ ARG SYNTHGRAD_MARCH=x86-64-v3
 
 WORKDIR /src
 COPY . .
-# tests/CMakeLists.txt requires promtool and python3, which only the tests
-# use. Presetting their cache entries satisfies find_program without
-# installing Prometheus in the builder.
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release \
-      "-DSYNTHGRAD_MARCH=${SYNTHGRAD_MARCH}" \
-      -DPROMTOOL=/bin/false -DPYTHON3=/bin/false \
+      "-DSYNTHGRAD_MARCH=${SYNTHGRAD_MARCH}" -DSYNTHGRAD_BUILD_TESTS=OFF \
  && cmake --build /build -j "$(nproc)" \
       --target synthgrad_layer synthgrad_coordinator synthgradctl \
  && install -D -m 0755 -t /out/usr/local/bin \

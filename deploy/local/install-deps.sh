@@ -8,8 +8,14 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libeigen3-dev libabsl-dev libgoogle-glog-dev zlib1g-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  dataset-fashion-mnist python3 prometheus curl
+  dataset-fashion-mnist python3 prometheus curl docker-compose
 )
+# The deployment tests also need Node.js with npm and kubectl 1.27 or later
+# (kustomize v5), which Debian 12 does not package; they report a missing
+# one by name.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for package in "${packages[@]}"; do

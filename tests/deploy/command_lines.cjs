@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // Runs the container command lines of deploy/docker-compose.yml and of each
 // rendered Kubernetes overlay outside a container, with the binaries of a
-// build folder: the coordinator and every group with their exact flags, then
-// checks gRPC health (grpc.health.v1.Health/Check, as the Kubernetes probes
-// do) and /metrics, trains briefly with the job's own synthgradctl command,
-// and stops the servers with SIGTERM, as a container runtime does.
+// build folder. For each deployment it starts the coordinator and every group
+// with their exact flags and checks gRPC health (grpc.health.v1.Health/Check,
+// as the Kubernetes probes do) and /metrics. Then it trains briefly with the
+// job's own synthgradctl command and stops the servers with SIGTERM, as a
+// container runtime does.
 //
 // Flags appended after the deployment's own override these, because the last
 // occurrence of a flag wins: loopback bind addresses, ports picked by the
@@ -31,7 +32,7 @@ const TRAIN_TIMEOUT_MS = 120000;
 const STOP_TIMEOUT_MS = 5000;
 const SHORT_JOB_FLAGS = ["--epochs=1", "--train_limit=1024", "--test_limit=512"];
 
-// grpc.health.v1 as published by the gRPC project (doc/health-checking.md).
+// The standard grpc.health.v1 service, reduced to the Check method.
 const HEALTH_PROTO = `
 syntax = "proto3";
 package grpc.health.v1;
@@ -53,7 +54,11 @@ function binaryPath(buildDir, name) {
   if (relative === undefined) {
     throw new Error(`command names ${name}, which is not a binary of the image`);
   }
-  return path.join(buildDir, relative);
+  const binary = path.join(buildDir, relative);
+  if (!fs.existsSync(binary)) {
+    throw new Error(`${binary} not found; build the project in ${buildDir} first`);
+  }
+  return binary;
 }
 
 // Expands $(NAME) in container arguments as the kubelet does, from the
@@ -67,8 +72,9 @@ function expandKubernetesVariables(args, env, namespace) {
     (match, name) => (values[name] !== undefined ? values[name] : match)));
 }
 
-// Returns {name, coordinator, group, groupCount, train, specFiles} for the
-// compose file; commands are argument arrays as in the file.
+// Returns {name, coordinator, groups, train, mapSpec} for the compose file.
+// Commands are argument arrays as in the file, and mapSpec maps a --spec path
+// in the image to the same file in the source tree.
 function composeDeployment(sourceDir) {
   const compose = YAML.parse(fs.readFileSync(path.join(sourceDir, "deploy/docker-compose.yml"), "utf8"), { merge: true });
   const groups = Object.keys(compose.services).filter((name) => /^group-\d+$/.test(name)).sort();
@@ -77,7 +83,7 @@ function composeDeployment(sourceDir) {
     coordinator: compose.services.coordinator.command,
     groups: groups.map((name) => compose.services[name].command),
     train: compose.services.train.command,
-    // The image holds configs/ at IMAGE_CONFIGS_DIR.
+    // The image contains configs/ at IMAGE_CONFIGS_DIR.
     mapSpec: (specPath) => path.join(sourceDir, "configs", path.relative(IMAGE_CONFIGS_DIR, specPath)),
   };
 }
@@ -126,8 +132,8 @@ function sleep(milliseconds) {
   return new Promise((resolve) => setTimeout(resolve, milliseconds));
 }
 
-// A server started from a container command; `ports` resolves once both
-// port files are written.
+// A server started from a container command. waitForPorts() sets `port` and
+// `metricsPort` once the server has written both port files.
 class Server {
   constructor(buildDir, workDir, name, command) {
     this.name = name;

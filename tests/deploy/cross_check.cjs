@@ -105,7 +105,7 @@ function checkCompose(ctl, sourceDir, groupCount) {
   expect(JSON.stringify(addresses) === JSON.stringify(expectedAddresses),
     `${where}: train --group_addresses is ${addresses.join(",")}; expected ${expectedAddresses.join(",")}`);
 
-  // The image holds configs/ at IMAGE_CONFIGS_DIR; validate the same file.
+  // The image contains configs/ at IMAGE_CONFIGS_DIR; validate the same file.
   const specInImage = flagValue(trainArgs, "spec") ?? "";
   if (expect(specInImage.startsWith(`${IMAGE_CONFIGS_DIR}/`), `${where}: train --spec ${specInImage} is not under ${IMAGE_CONFIGS_DIR}`)) {
     const specPath = path.join(sourceDir, "configs", specInImage.slice(IMAGE_CONFIGS_DIR.length + 1));
