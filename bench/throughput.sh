@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Measures training throughput of the wide MLP
 # (configs/fashion_mnist_wide.textproto, 784-1024x6-10 in two groups) in
-# three variants, alternating them for --repeats rounds: the in-process
-# trainer in backprop mode (no network), locked backprop through the
-# services, and DNI through the services. Throughput is the second epoch's
+# five variants, alternating them for --repeats rounds: the in-process
+# trainer in backprop mode (no network), and locked backprop and DNI
+# through the services, each with no added latency and with 2 ms added to
+# every message between groups (run.sh --link_latency_ms 2). Throughput is the second epoch's
 # training examples per second (the first warms up); the services figure is
 # epoch time including a 256-example evaluation. Writes docs/benchmarks.md
 # with medians and ratios from this one run.
@@ -29,9 +30,12 @@ for ((round = 1; round <= repeats; round++)); do
   echo "== round $round of $repeats"
   "$build_dir/bench/train_in_process" --spec "$spec" --mode backprop \
     | tee "$out_dir/in_process-$round.txt"
-  for mode in backprop dni; do
-    "$root/deploy/local/run.sh" --skip_setup --build_dir "$build_dir" --spec "$spec" -- \
-      --mode="$mode" --summary_out="$out_dir/services_$mode-$round.json" >/dev/null
+  for latency in 0 2; do
+    for mode in backprop dni; do
+      "$root/deploy/local/run.sh" --skip_setup --build_dir "$build_dir" --spec "$spec" \
+        --link_latency_ms "$latency" -- \
+        --mode="$mode" --summary_out="$out_dir/services_${mode}_${latency}ms-$round.json" >/dev/null
+    done
   done
 done
 
@@ -51,8 +55,10 @@ def services(path):
 
 samples = {
     "in-process backprop": [in_process(p) for p in sorted(glob.glob(f"{out_dir}/in_process-*.txt"))],
-    "services, locked backprop": [services(p) for p in sorted(glob.glob(f"{out_dir}/services_backprop-*.json"))],
-    "services, DNI": [services(p) for p in sorted(glob.glob(f"{out_dir}/services_dni-*.json"))],
+    "services, locked backprop": [services(p) for p in sorted(glob.glob(f"{out_dir}/services_backprop_0ms-*.json"))],
+    "services, DNI": [services(p) for p in sorted(glob.glob(f"{out_dir}/services_dni_0ms-*.json"))],
+    "services, locked backprop, +2 ms per hop": [services(p) for p in sorted(glob.glob(f"{out_dir}/services_backprop_2ms-*.json"))],
+    "services, DNI, +2 ms per hop": [services(p) for p in sorted(glob.glob(f"{out_dir}/services_dni_2ms-*.json"))],
 }
 median = {k: statistics.median(v) for k, v in samples.items()}
 
@@ -100,9 +106,13 @@ lines += [
     f"{median['services, DNI'] / locked:.2f}x.",
     f"- Locked backprop through services against the in-process trainer: "
     f"{locked / median['in-process backprop']:.2f}x.",
+    f"- With 2 ms added to every message between groups, DNI keeps "
+    f"{median['services, DNI, +2 ms per hop'] / median['services, DNI']:.2f}x of "
+    f"its throughput and locked backprop "
+    f"{median['services, locked backprop, +2 ms per hop'] / locked:.2f}x of its own.",
     "",
-    "Not measured yet: the PyTorch peer, added link latency, the transport's "
-    "share of time per group, and peak memory per group.",
+    "Not measured yet: the PyTorch peer, the transport's share of time per "
+    "group, and peak memory per group.",
     "",
     "## Micro-benchmarks",
     "",

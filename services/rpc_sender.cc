@@ -8,11 +8,13 @@
 namespace synthgrad {
 
 RpcSender::RpcSender(std::string peer, int capacity, RetryPolicy policy,
-                     FailureCallback on_failure)
+                     FailureCallback on_failure,
+                     std::chrono::microseconds added_latency)
     : peer_(std::move(peer)),
       capacity_(capacity),
       policy_(policy),
-      on_failure_(std::move(on_failure)) {
+      on_failure_(std::move(on_failure)),
+      added_latency_(added_latency) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -36,7 +38,8 @@ void RpcSender::Enqueue(std::string description, Call call) {
       },
       this));
   if (stopping_) return;
-  queue_.push_back({std::move(description), std::move(call)});
+  queue_.push_back({std::move(description), std::move(call),
+                    std::chrono::steady_clock::now() + added_latency_});
 }
 
 void RpcSender::Run() {
@@ -53,6 +56,9 @@ void RpcSender::Run() {
       pending = std::move(queue_.front());
       queue_.pop_front();
     }
+    // Calls were queued in order with the same latency, so waiting for each
+    // one's due time delays every call by that latency and no more.
+    std::this_thread::sleep_until(pending.due);
     Deliver(pending);
   }
 }

@@ -48,9 +48,12 @@ class RpcSender {
       std::function<void(const std::string& description, const grpc::Status& status)>;
 
   // `peer` names the destination in logs. At most `capacity` calls wait;
-  // Enqueue blocks beyond that.
+  // Enqueue blocks beyond that. Each call starts no earlier than
+  // `added_latency` after it was queued, which emulates a slower link for
+  // experiments without limiting how many calls are on their way.
   RpcSender(std::string peer, int capacity, RetryPolicy policy,
-            FailureCallback on_failure);
+            FailureCallback on_failure,
+            std::chrono::microseconds added_latency = std::chrono::microseconds(0));
   // Stops after the call in progress; queued calls are dropped.
   ~RpcSender();
 
@@ -68,6 +71,8 @@ class RpcSender {
   struct Pending {
     std::string description;
     Call call;
+    // Earliest start, queue time plus added_latency_.
+    std::chrono::steady_clock::time_point due;
   };
 
   void Run();
@@ -77,6 +82,7 @@ class RpcSender {
   const int capacity_;
   const RetryPolicy policy_;
   const FailureCallback on_failure_;
+  const std::chrono::microseconds added_latency_;
 
   absl::Mutex mu_;
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);

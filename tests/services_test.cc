@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "services/coordinator/coordinator_service.h"
 #include "services/layer/layer_service.h"
+#include "services/rpc_sender.h"
 #include "services/server_util.h"
 
 namespace synthgrad {
@@ -564,6 +565,36 @@ TEST_F(ServicesTest, ForgedBatchReportsAreRejected) {
   EXPECT_TRUE(coordinator_stub_->StopJob(&stop_context, stop, &stopped).ok());
   EXPECT_EQ(WaitForJob(job_id, std::chrono::seconds(60)).state(),
             v1::JOB_STATE_STOPPED);
+}
+
+TEST(RpcSender, AddedLatencyDelaysEachCallWithoutSerializing) {
+  constexpr auto kLatency = std::chrono::milliseconds(100);
+  const auto start = std::chrono::steady_clock::now();
+  absl::Mutex mu;
+  std::vector<std::chrono::steady_clock::duration> started;
+  {
+    RpcSender sender("test peer", 16, RetryPolicy{}, nullptr, kLatency);
+    for (int i = 0; i < 10; ++i) {
+      sender.Enqueue("call", [&](grpc::ClientContext*) {
+        absl::MutexLock lock(&mu);
+        started.push_back(std::chrono::steady_clock::now() - start);
+        return grpc::Status::OK;
+      });
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+      {
+        absl::MutexLock lock(&mu);
+        if (started.size() == 10) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  ASSERT_EQ(started.size(), 10u);
+  // Every call waits the latency; queued together, they all start within
+  // about one latency, not ten.
+  EXPECT_GE(started.front(), kLatency);
+  EXPECT_LT(started.back(), 2 * kLatency);
 }
 
 TEST_F(ServicesTest, UnreachableGroupFailsJobNamingAddress) {

@@ -13,6 +13,9 @@ Usage: deploy/local/run.sh [--spec FILE] [--build_dir DIR] [--skip_setup] [--pro
   --spec FILE      job spec (Protobuf text format); default configs/fashion_mnist_dni.textproto
   --build_dir DIR  build folder; default build/ at the top of this repository
   --skip_setup     do not install packages or build; use the binaries in --build_dir
+  --link_latency_ms N
+                   milliseconds each group adds to every message it sends to a
+                   neighbouring group, to emulate a slower link (default 0)
   --prometheus     also start Debian's prometheus on a free loopback port, scraping
                    every process with deploy/prometheus/rules.yml; its URL is printed
                    and it keeps running until you press Enter after training
@@ -26,6 +29,7 @@ spec=$root/configs/fashion_mnist_dni.textproto
 build_dir=$root/build
 skip_setup=0
 with_prometheus=0
+link_latency_ms=0
 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -35,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     --build_dir=*) build_dir=${1#--build_dir=}; shift ;;
     --skip_setup) skip_setup=1; shift ;;
     --prometheus) with_prometheus=1; shift ;;
+    --link_latency_ms) link_latency_ms=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -109,7 +114,7 @@ group_count=${validated#groups: }
 addresses=()
 metrics_ports=()
 for ((i = 0; i < group_count; i++)); do
-  "$layer" --port 0 --port_file "$run_dir/group-$i.port" \
+  "$layer" --port 0 --port_file "$run_dir/group-$i.port" --link_latency_ms "$link_latency_ms" \
     --metrics_port 0 --metrics_port_file "$run_dir/group-$i.metrics" >"$logs/group-$i.log" 2>&1 &
   pids+=($!)
   port=$(wait_for_port "$run_dir/group-$i.port" "$!" "group-$i")

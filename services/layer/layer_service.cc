@@ -38,21 +38,22 @@ BatchKind FromBatchMode(v1::BatchMode mode) {
 class GrpcTransport final : public Transport {
  public:
   GrpcTransport(const v1::JobSpec& spec, int index,
-                const std::string& coordinator_address) {
+                const std::string& coordinator_address,
+                std::chrono::microseconds link_latency) {
     const int capacity = 2 * spec.cache_capacity() + 8;
     if (index + 1 < spec.groups_size()) {
       const std::string& peer = spec.groups(index + 1).address();
       next_ = v1::LayerService::NewStub(MakeChannel(peer));
       next_sender_ = std::make_unique<RpcSender>(
           absl::StrCat("group ", index + 1, " at ", peer), capacity,
-          RetryPolicy{}, nullptr);
+          RetryPolicy{}, nullptr, link_latency);
     }
     if (index > 0) {
       const std::string& peer = spec.groups(index - 1).address();
       previous_ = v1::LayerService::NewStub(MakeChannel(peer));
       previous_sender_ = std::make_unique<RpcSender>(
           absl::StrCat("group ", index - 1, " at ", peer), capacity,
-          RetryPolicy{}, nullptr);
+          RetryPolicy{}, nullptr, link_latency);
     }
     if (index == 0 || index + 1 == spec.groups_size()) {
       coordinator_ =
@@ -129,7 +130,8 @@ class GrpcTransport final : public Transport {
 class LayerServiceImpl::Runtime {
  public:
   static absl::StatusOr<std::shared_ptr<Runtime>> Create(
-      const v1::ConfigureRequest& request, GroupObserver* observer) {
+      const v1::ConfigureRequest& request, GroupObserver* observer,
+      std::chrono::microseconds link_latency) {
     auto runtime = std::shared_ptr<Runtime>(new Runtime());
     runtime->spec_ = request.spec();
     ApplyJobDefaults(&runtime->spec_);
@@ -149,7 +151,7 @@ class LayerServiceImpl::Runtime {
     }
 
     runtime->transport_ = std::make_unique<GrpcTransport>(
-        runtime->spec_, index, request.coordinator_address());
+        runtime->spec_, index, request.coordinator_address(), link_latency);
     absl::StatusOr<std::unique_ptr<Group>> group =
         Group::Create(runtime->spec_, index, runtime->transport_.get(), observer);
     if (!group.ok()) return group.status();
@@ -179,8 +181,9 @@ class LayerServiceImpl::Runtime {
   std::unique_ptr<GroupWorker> worker_;
 };
 
-LayerServiceImpl::LayerServiceImpl(prometheus::Registry& registry)
-    : rpc_metrics_(registry), group_metrics_(registry) {}
+LayerServiceImpl::LayerServiceImpl(prometheus::Registry& registry,
+                                   LayerServiceOptions options)
+    : options_(options), rpc_metrics_(registry), group_metrics_(registry) {}
 LayerServiceImpl::~LayerServiceImpl() = default;
 
 std::shared_ptr<LayerServiceImpl::Runtime> LayerServiceImpl::CurrentRuntime() {
@@ -208,7 +211,7 @@ grpc::Status Rejected(const char* method, const absl::Status& status) {
 grpc::Status LayerServiceImpl::HandleConfigure(
     const v1::ConfigureRequest* request, v1::ConfigureResponse* response) {
   absl::StatusOr<std::shared_ptr<Runtime>> runtime =
-      Runtime::Create(*request, &group_metrics_);
+      Runtime::Create(*request, &group_metrics_, options_.link_latency);
   if (!runtime.ok()) {
     LOG(ERROR) << "Configure rejected: " << runtime.status();
     return ToGrpcStatus(runtime.status());

@@ -19,10 +19,17 @@
 
 namespace synthgrad {
 
+struct LayerServiceOptions {
+  // Added to every Forward and Gradient sent to a neighbouring group, to
+  // emulate a slower link in experiments. Zero in normal use.
+  std::chrono::microseconds link_latency{0};
+};
+
 class LayerServiceImpl final : public v1::LayerService::Service {
  public:
   // Registers the group's metrics in `registry`.
-  explicit LayerServiceImpl(prometheus::Registry& registry);
+  explicit LayerServiceImpl(prometheus::Registry& registry,
+                            LayerServiceOptions options = {});
   ~LayerServiceImpl() override;
 
   grpc::Status Configure(grpc::ServerContext* context,
@@ -75,6 +82,7 @@ class LayerServiceImpl final : public v1::LayerService::Service {
   // Returns the current runtime, or null before the first Configure.
   std::shared_ptr<Runtime> CurrentRuntime() ABSL_LOCKS_EXCLUDED(mu_);
 
+  const LayerServiceOptions options_;
   RpcMetrics rpc_metrics_;
   GroupMetrics group_metrics_;
 

@@ -26,6 +26,10 @@ ABSL_FLAG(int, metrics_port, 9401,
           "port (see --metrics_port_file); -1 disables the endpoint.");
 ABSL_FLAG(std::string, metrics_port_file, "",
           "If set, the bound metrics port is written to this file.");
+ABSL_FLAG(double, link_latency_ms, 0.0,
+          "Milliseconds added before every Forward and Gradient this group "
+          "sends to a neighbouring group, to emulate a slower link in "
+          "experiments. 0 in normal use.");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound port number is written to this file once the "
           "server accepts calls.");
@@ -62,7 +66,15 @@ int main(int argc, char** argv) {
     }
   }
 
-  synthgrad::LayerServiceImpl service(*registry);
+  if (absl::GetFlag(FLAGS_link_latency_ms) < 0) {
+    LOG(ERROR) << "--link_latency_ms must not be negative, got "
+               << absl::GetFlag(FLAGS_link_latency_ms);
+    return 2;
+  }
+  synthgrad::LayerServiceOptions options;
+  options.link_latency = std::chrono::microseconds(
+      static_cast<int64_t>(absl::GetFlag(FLAGS_link_latency_ms) * 1000.0));
+  synthgrad::LayerServiceImpl service(*registry, options);
   int port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server = synthgrad::StartServer(
       absl::GetFlag(FLAGS_bind_address), absl::GetFlag(FLAGS_port), {&service},
