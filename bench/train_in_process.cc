@@ -86,14 +86,17 @@ int Run() {
     std::vector<int64_t> test_order(data->test.size());
     for (size_t i = 0; i < test_order.size(); ++i) test_order[i] = i;
     int64_t correct = 0;
-    for (size_t begin = 0; begin < test_order.size(); begin += 1000) {
-      const size_t end = std::min(test_order.size(), begin + 1000);
+    for (size_t begin = 0; begin < test_order.size(); begin += spec->batch_size()) {
+      const size_t end = std::min(test_order.size(), begin + spec->batch_size());
       GatherBatch(data->test,
                   absl::MakeConstSpan(test_order.data() + begin, end - begin),
                   &x, &labels);
       absl::StatusOr<BatchReport> report =
           (*trainer)->Evaluate(++batch_id, x, labels);
-      if (!report.ok()) return 1;
+      if (!report.ok()) {
+        std::fprintf(stderr, "%s\n", report.status().ToString().c_str());
+        return 1;
+      }
       correct += report->correct;
     }
     std::printf("epoch %d: train loss %.4f, test accuracy %.2f %%, %.0f samples/s\n",

@@ -158,6 +158,12 @@ ctl_pid=$!
 pids=("$ctl_pid" "${pids[@]}")
 wait "$ctl_pid"
 "$ctl" status --coordinator "127.0.0.1:$coordinator_port"
+# Peak resident memory (VmHWM) of each service, read before they stop.
+for ((i = 0; i < group_count; i++)); do
+  pid=${pids[$((i + 1))]}
+  printf 'peak memory: group-%d %s\n' "$i" "$(awk '/^VmHWM/ {print $2, $3}' "/proc/$pid/status" 2>/dev/null)"
+done
+printf 'peak memory: coordinator %s\n' "$(awk '/^VmHWM/ {print $2, $3}' "/proc/${pids[$((group_count + 1))]}/status" 2>/dev/null)"
 if [[ $with_prometheus -eq 1 && -t 0 ]]; then
   read -r -p "Training done; Prometheus stays up at http://127.0.0.1:$prometheus_port until you press Enter. "
 fi
