@@ -22,10 +22,10 @@ trap 'rm -f "$log"' EXIT
 "$root/deploy/local/run.sh" --skip_setup --build_dir "$build_dir" --spec "$spec" -- \
   --mode=dni --epochs=5 | tee "$log"
 
-python3 - "$spec" "$log" "$root/docs/benchmarks.md" <<'PY'
+python3 - "$spec" "$log" "$root/docs/benchmarks.md" "$root/bench" <<'PY'
 import re, sys
 
-spec_path, log_path, target = sys.argv[1:]
+spec_path, log_path, target, bench_dir = sys.argv[1:]
 spec = open(spec_path).read()
 batch = int(re.search(r"^batch_size: (\d+)", spec, re.M).group(1))
 window = int(re.search(r"^max_in_flight: (\d+)", spec, re.M).group(1))
@@ -65,15 +65,8 @@ for index, body in enumerate(groups):
     lines.append(f"| group-{index} | {peak / mib:.0f} | {estimate / mib:.0f} | {4 * cache_floats / mib:.0f} |")
     width = w
 lines.append(f"| coordinator | {int(peaks.get('coordinator', 0)) / 1024:.0f} | | |")
-# Replace this script's section if the page has one; keep the others.
-text = open(target).read()
-section = "\n".join(lines[1:]) + "\n"
-start = text.find("\n## Peak memory per group")
-if start < 0:
-    text = text.rstrip("\n") + "\n\n" + section
-else:
-    end = text.find("\n## ", start + 1)
-    text = text[:start + 1] + section + (text[end:] if end >= 0 else "")
-open(target, "w").write(text)
+sys.path.insert(0, bench_dir)
+from replace_section import replace_section
+replace_section(target, "## Peak memory per group", "\n".join(lines[1:]) + "\n")
 print("\n".join(lines))
 PY

@@ -40,10 +40,10 @@ for ((round = 1; round <= repeats; round++)); do
 done
 
 blas=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)
-python3 - "$out_dir" "$root/docs/benchmarks.md" "$repeats" "$blas" <<'PY'
+python3 - "$out_dir" "$root/docs/benchmarks.md" "$repeats" "$blas" "$root/bench" <<'PY'
 import glob, re, statistics, sys
 
-out_dir, target, repeats, blas = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+out_dir, target, repeats, blas, bench_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 
 def second_epoch(path):
     return float(re.findall(r"epoch 2: .*?([0-9.]+) samples/s", open(path).read())[-1])
@@ -60,15 +60,8 @@ for model, name in (("wide", "784-1024x6-10"), ("mlp", "784-256x3-10")):
     ours = statistics.median(second_epoch(p) for p in glob.glob(f"{out_dir}/ours_{model}-*.txt"))
     theirs = statistics.median(second_epoch(p) for p in glob.glob(f"{out_dir}/torch_{model}-*.txt"))
     lines.append(f"| {name} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f}x |")
-# Replace this script's section if the page has one; keep the others.
-text = open(target).read()
-section = "\n".join(lines[1:]) + "\n"
-start = text.find("\n## PyTorch peer")
-if start < 0:
-    text = text.rstrip("\n") + "\n\n" + section
-else:
-    end = text.find("\n## ", start + 1)
-    text = text[:start + 1] + section + (text[end:] if end >= 0 else "")
-open(target, "w").write(text)
+sys.path.insert(0, bench_dir)
+from replace_section import replace_section
+replace_section(target, "## PyTorch peer", "\n".join(lines[1:]) + "\n")
 print("\n".join(lines))
 PY

@@ -4,6 +4,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "services/server_util.h"
 
 namespace synthgrad {
 namespace {
@@ -46,6 +48,22 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   exposer->RegisterCollectable(registry);
   return std::unique_ptr<MetricsServer>(
       new MetricsServer(std::move(exposer), ports[0]));
+}
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::StartUnlessDisabled(
+    const std::string& bind_address, int port, const std::string& port_file,
+    std::shared_ptr<prometheus::Registry> registry) {
+  if (port == -1) return std::unique_ptr<MetricsServer>();
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server =
+      Start(bind_address, port, std::move(registry));
+  if (!server.ok()) return server.status();
+  LOG(INFO) << "metrics on http://" << bind_address << ":" << (*server)->port()
+            << "/metrics";
+  if (!port_file.empty()) {
+    absl::Status status = WritePortFile(port_file, (*server)->port());
+    if (!status.ok()) return status;
+  }
+  return server;
 }
 
 RpcMetrics::RpcMetrics(prometheus::Registry& registry)

@@ -36,6 +36,12 @@ class MetricsServer {
       const std::string& bind_address, int port,
       std::shared_ptr<prometheus::Registry> registry);
 
+  // Start, unless `port` is -1, then writes the bound port to `port_file`
+  // when that is not empty and logs the URL. Returns null when disabled.
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> StartUnlessDisabled(
+      const std::string& bind_address, int port, const std::string& port_file,
+      std::shared_ptr<prometheus::Registry> registry);
+
   int port() const { return port_; }
 
  private:
@@ -53,6 +59,16 @@ class RpcMetrics {
 
   void Observe(const std::string& method, grpc::StatusCode code,
                std::chrono::steady_clock::duration latency);
+
+  // Runs `handler`, a gRPC method body, and records its latency and status
+  // code under `method`.
+  template <typename Handler>
+  grpc::Status Timed(const char* method, Handler handler) {
+    const auto start = std::chrono::steady_clock::now();
+    grpc::Status status = handler();
+    Observe(method, status.error_code(), std::chrono::steady_clock::now() - start);
+    return status;
+  }
 
  private:
   prometheus::Family<prometheus::Histogram>& latency_;

@@ -37,43 +37,33 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
   grpc::Status StartJob(grpc::ServerContext* context,
                         const v1::StartJobRequest* request,
                         v1::StartJobResponse* response) override {
-    return Timed("StartJob", [&] { return HandleStartJob(request, response); });
+    return rpc_metrics_.Timed("StartJob", [&] { return HandleStartJob(request, response); });
   }
   grpc::Status WatchJob(grpc::ServerContext* context,
                         const v1::WatchJobRequest* request,
                         grpc::ServerWriter<v1::JobStatus>* writer) override {
-    return Timed("WatchJob",
+    return rpc_metrics_.Timed("WatchJob",
                  [&] { return HandleWatchJob(context, request, writer); });
   }
   grpc::Status GetJobStatus(grpc::ServerContext* context,
                             const v1::GetJobStatusRequest* request,
                             v1::JobStatus* response) override {
-    return Timed("GetJobStatus",
+    return rpc_metrics_.Timed("GetJobStatus",
                  [&] { return HandleGetJobStatus(request, response); });
   }
   grpc::Status StopJob(grpc::ServerContext* context,
                        const v1::StopJobRequest* request,
                        v1::StopJobResponse* response) override {
-    return Timed("StopJob", [&] { return HandleStopJob(request); });
+    return rpc_metrics_.Timed("StopJob", [&] { return HandleStopJob(request); });
   }
   grpc::Status ReportBatch(grpc::ServerContext* context,
                            const v1::BatchResult* request,
                            v1::ReportBatchResponse* response) override {
-    return Timed("ReportBatch", [&] { return HandleReportBatch(request); });
+    return rpc_metrics_.Timed("ReportBatch", [&] { return HandleReportBatch(request); });
   }
 
  private:
   class Job;
-
-  // Runs `handler` and records its latency and status code.
-  template <typename Handler>
-  grpc::Status Timed(const char* method, Handler handler) {
-    const auto start = std::chrono::steady_clock::now();
-    grpc::Status status = handler();
-    rpc_metrics_.Observe(method, status.error_code(),
-                         std::chrono::steady_clock::now() - start);
-    return status;
-  }
 
   grpc::Status HandleStartJob(const v1::StartJobRequest* request,
                               v1::StartJobResponse* response);

@@ -35,42 +35,32 @@ class LayerServiceImpl final : public v1::LayerService::Service {
   grpc::Status Configure(grpc::ServerContext* context,
                          const v1::ConfigureRequest* request,
                          v1::ConfigureResponse* response) override {
-    return Timed("Configure", [&] { return HandleConfigure(request, response); });
+    return rpc_metrics_.Timed("Configure", [&] { return HandleConfigure(request, response); });
   }
   grpc::Status Forward(grpc::ServerContext* context,
                        const v1::ForwardRequest* request,
                        v1::ForwardResponse* response) override {
-    return Timed("Forward", [&] { return HandleForward(request); });
+    return rpc_metrics_.Timed("Forward", [&] { return HandleForward(request); });
   }
   grpc::Status Gradient(grpc::ServerContext* context,
                         const v1::GradientRequest* request,
                         v1::GradientResponse* response) override {
-    return Timed("Gradient", [&] { return HandleGradient(request); });
+    return rpc_metrics_.Timed("Gradient", [&] { return HandleGradient(request); });
   }
   grpc::Status GetStatus(grpc::ServerContext* context,
                          const v1::GetStatusRequest* request,
                          v1::GroupStatus* response) override {
-    return Timed("GetStatus", [&] { return HandleGetStatus(response); });
+    return rpc_metrics_.Timed("GetStatus", [&] { return HandleGetStatus(response); });
   }
   grpc::Status GetParameters(grpc::ServerContext* context,
                              const v1::GetParametersRequest* request,
                              v1::GetParametersResponse* response) override {
-    return Timed("GetParameters", [&] { return HandleGetParameters(response); });
+    return rpc_metrics_.Timed("GetParameters", [&] { return HandleGetParameters(response); });
   }
 
  private:
   // The transport, group and compute thread of one configured job.
   class Runtime;
-
-  // Runs `handler` and records its latency and status code.
-  template <typename Handler>
-  grpc::Status Timed(const char* method, Handler handler) {
-    const auto start = std::chrono::steady_clock::now();
-    grpc::Status status = handler();
-    rpc_metrics_.Observe(method, status.error_code(),
-                         std::chrono::steady_clock::now() - start);
-    return status;
-  }
 
   grpc::Status HandleConfigure(const v1::ConfigureRequest* request,
                                v1::ConfigureResponse* response);

@@ -44,26 +44,14 @@ int main(int argc, char** argv) {
 
   // Metrics first: a taken metrics port is reported before gRPC starts.
   auto registry = std::make_shared<prometheus::Registry>();
-  std::unique_ptr<synthgrad::MetricsServer> metrics;
-  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
-    absl::StatusOr<std::unique_ptr<synthgrad::MetricsServer>> started =
-        synthgrad::MetricsServer::Start(absl::GetFlag(FLAGS_metrics_bind_address),
-                                        absl::GetFlag(FLAGS_metrics_port), registry);
-    if (!started.ok()) {
-      LOG(ERROR) << started.status().message();
-      return 1;
-    }
-    metrics = *std::move(started);
-    LOG(INFO) << "metrics on http://" << absl::GetFlag(FLAGS_metrics_bind_address)
-              << ":" << metrics->port() << "/metrics";
-    if (!absl::GetFlag(FLAGS_metrics_port_file).empty()) {
-      absl::Status status = synthgrad::WritePortFile(
-          absl::GetFlag(FLAGS_metrics_port_file), metrics->port());
-      if (!status.ok()) {
-        LOG(ERROR) << status.message();
-        return 1;
-      }
-    }
+  absl::StatusOr<std::unique_ptr<synthgrad::MetricsServer>> metrics =
+      synthgrad::MetricsServer::StartUnlessDisabled(
+          absl::GetFlag(FLAGS_metrics_bind_address),
+          absl::GetFlag(FLAGS_metrics_port),
+          absl::GetFlag(FLAGS_metrics_port_file), registry);
+  if (!metrics.ok()) {
+    LOG(ERROR) << metrics.status().message();
+    return 1;
   }
 
   if (absl::GetFlag(FLAGS_link_latency_ms) < 0) {
