@@ -111,8 +111,8 @@ lines += [
     f"its throughput and locked backprop "
     f"{median['services, locked backprop, +2 ms per hop'] / locked:.2f}x of its own.",
     "",
-    "Not measured yet: the PyTorch peer, the transport's share of time per "
-    "group, and peak memory per group.",
+    "Not measured yet: the transport's share of time per group. "
+    "`bench/memory.sh` and `bench/pytorch.sh` add the sections below.",
     "",
     "## Micro-benchmarks",
     "",

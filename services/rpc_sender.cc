@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <random>
 
+#include "absl/time/time.h"
 #include "glog/logging.h"
 
 namespace synthgrad {
@@ -57,8 +58,16 @@ void RpcSender::Run() {
       queue_.pop_front();
     }
     // Calls were queued in order with the same latency, so waiting for each
-    // one's due time delays every call by that latency and no more.
-    std::this_thread::sleep_until(pending.due);
+    // one's due time delays every call by that latency and no more. Shutdown
+    // ends the wait, and the call is then dropped.
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithDeadline(
+          absl::Condition(&stopping_),
+          absl::FromChrono(std::chrono::system_clock::now() +
+                           (pending.due - std::chrono::steady_clock::now())));
+      if (stopping_) return;
+    }
     Deliver(pending);
   }
 }
@@ -82,6 +91,10 @@ grpc::Status CallWithRetry(const std::string& description, const std::string& pe
   std::mt19937 jitter_rng(std::random_device{}());
   auto backoff = policy.initial_backoff;
   for (int attempt = 1;; ++attempt) {
+    if (cancelled && cancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED,
+                          description + " cancelled");
+    }
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
                          policy.attempt_timeout);
@@ -92,10 +105,6 @@ grpc::Status CallWithRetry(const std::string& description, const std::string& pe
     if (!retryable ||
         std::chrono::steady_clock::now() + backoff > give_up_at) {
       return status;
-    }
-    if (cancelled && cancelled()) {
-      return grpc::Status(grpc::StatusCode::CANCELLED,
-                          description + " cancelled during retries");
     }
     if (attempt == 1 || attempt % 20 == 0) {
       LOG(WARNING) << description << " to " << peer << " attempt " << attempt

@@ -1,5 +1,6 @@
 // Real layer-group and coordinator servers on loopback ports chosen by the
 // kernel, driven through their gRPC stubs.
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -595,6 +596,23 @@ TEST(RpcSender, AddedLatencyDelaysEachCallWithoutSerializing) {
   // about one latency, not ten.
   EXPECT_GE(started.front(), kLatency);
   EXPECT_LT(started.back(), 2 * kLatency);
+}
+
+TEST(RpcSender, ShutdownDropsCallsStillWaitingForLatency) {
+  std::atomic<int> calls{0};
+  const auto start = std::chrono::steady_clock::now();
+  {
+    RpcSender sender("test peer", 16, RetryPolicy{}, nullptr,
+                     std::chrono::seconds(5));
+    sender.Enqueue("call", [&](grpc::ClientContext*) {
+      ++calls;
+      return grpc::Status::OK;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    sender.Shutdown();
+  }
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
 }
 
 TEST_F(ServicesTest, UnreachableGroupFailsJobNamingAddress) {

@@ -8,7 +8,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 usage() {
   cat <<USAGE
-Usage: deploy/local/run.sh [--spec FILE] [--build_dir DIR] [--skip_setup] [--prometheus] [-- SYNTHGRADCTL_FLAGS...]
+Usage: deploy/local/run.sh [--spec FILE] [--build_dir DIR] [--skip_setup] [--prometheus]
+                           [--link_latency_ms N] [-- SYNTHGRADCTL_FLAGS...]
 
   --spec FILE      job spec (Protobuf text format); default configs/fashion_mnist_dni.textproto
   --build_dir DIR  build folder; default build/ at the top of this repository
@@ -33,13 +34,14 @@ link_latency_ms=0
 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --spec) spec=$2; shift 2 ;;
+    --spec) spec=${2:?--spec needs a file}; shift 2 ;;
     --spec=*) spec=${1#--spec=}; shift ;;
-    --build_dir) build_dir=$2; shift 2 ;;
+    --build_dir) build_dir=${2:?--build_dir needs a folder}; shift 2 ;;
     --build_dir=*) build_dir=${1#--build_dir=}; shift ;;
     --skip_setup) skip_setup=1; shift ;;
     --prometheus) with_prometheus=1; shift ;;
-    --link_latency_ms) link_latency_ms=$2; shift 2 ;;
+    --link_latency_ms) link_latency_ms=${2:?--link_latency_ms needs a value}; shift 2 ;;
+    --link_latency_ms=*) link_latency_ms=${1#--link_latency_ms=}; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;

@@ -231,7 +231,6 @@ grpc::Status LayerServiceImpl::HandleConfigure(
     previous = std::move(runtime_);
     runtime_ = *std::move(runtime);
   }
-  group_metrics_.ResetStep();
   if (previous != nullptr && previous->worker().queue_depth() > 0) {
     // NOTE: nothing stops a Configure from replacing a group in the middle of
     // a job; the coordinator only configures at job start.
@@ -239,8 +238,10 @@ grpc::Status LayerServiceImpl::HandleConfigure(
                  << " while " << previous->worker().queue_depth()
                  << " events were still queued; they are dropped";
   }
-  // `previous` stops its threads here, outside the lock, once no handler
-  // holds it any more.
+  // The old compute thread stops here, unless a handler still holds the
+  // runtime, so its last update cannot overwrite the reset step gauge.
+  previous.reset();
+  group_metrics_.ResetStep();
   return grpc::Status::OK;
 }
 

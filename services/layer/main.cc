@@ -54,14 +54,15 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  if (absl::GetFlag(FLAGS_link_latency_ms) < 0) {
-    LOG(ERROR) << "--link_latency_ms must not be negative, got "
-               << absl::GetFlag(FLAGS_link_latency_ms);
+  const double link_latency_ms = absl::GetFlag(FLAGS_link_latency_ms);
+  if (!(link_latency_ms >= 0.0 && link_latency_ms <= 60'000.0)) {
+    LOG(ERROR) << "--link_latency_ms must be in [0, 60000], got "
+               << link_latency_ms;
     return 2;
   }
   synthgrad::LayerServiceOptions options;
   options.link_latency = std::chrono::microseconds(
-      static_cast<int64_t>(absl::GetFlag(FLAGS_link_latency_ms) * 1000.0));
+      static_cast<int64_t>(link_latency_ms * 1000.0));
   synthgrad::LayerServiceImpl service(*registry, options);
   int port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server = synthgrad::StartServer(
