@@ -86,7 +86,7 @@ BENCHMARK(BM_TensorProtoRoundTrip)->Arg(256)->Arg(1024);
 
 // One Forward RPC of a [256, 256] eval batch (256 KiB) to a real layer
 // service on loopback, measured at the client. The service converts and
-// validates the tensor, then answers once the batch is queued. Its results
+// validates the tensor, then replies once the batch is queued. Its results
 // go to a coordinator address where nothing listens, so the queue soon fills
 // and later calls end in RESOURCE_EXHAUSTED after the same conversion.
 void BM_ForwardRpcRoundTrip(benchmark::State& state) {

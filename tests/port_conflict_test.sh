@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A server started on a gRPC or metrics port that another process holds must
+# A server started on a gRPC or metrics port that another process is bound to must
 # exit with status 1 and a message naming the address, not share the port.
 # Usage: port_conflict_test.sh BUILD_DIR
 set -euo pipefail
@@ -46,6 +46,6 @@ expect_startup_error "cannot serve metrics on 127.0.0.1:$metrics_port" \
 expect_startup_error "cannot serve metrics on 127.0.0.1:$metrics_port" \
   "$build_dir/services/coordinator/synthgrad_coordinator" --port 0 --metrics_port "$metrics_port"
 
-# The first server still answers after the attempts.
+# The first server is still running after the attempts.
 kill -0 "$first_pid"
 echo "PASSED"

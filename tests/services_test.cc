@@ -201,7 +201,7 @@ TEST_F(ServicesTest, BackpropMatchesInProcessTrainerAfter50Steps) {
   }
 }
 
-TEST_F(ServicesTest, MalformedRequestsGetSpecificCodesAndServiceKeepsServing) {
+TEST_F(ServicesTest, MalformedRequestsRejectedThenTrains) {
   v1::ForwardRequest forward;
   forward.set_batch_id(1);
   forward.set_mode(v1::BATCH_MODE_TRAIN);
@@ -450,7 +450,7 @@ TEST_F(ServicesTest, HealthServiceReportsServing) {
   addresses.push_back(coordinator_address_);
   for (const std::string& address : addresses) {
     std::string response;
-    // An empty HealthCheckRequest asks about the whole server.
+    // An empty HealthCheckRequest requests the status of the whole server.
     const grpc::Status status = GenericUnaryCall(
         address, "/grpc.health.v1.Health/Check", "", &response);
     ASSERT_TRUE(status.ok()) << address << ": " << status.error_message();
@@ -506,7 +506,7 @@ TEST_F(ServicesTest, StopJobEndsARunningJob) {
 }
 
 TEST_F(ServicesTest, ForgedBatchReportsAreRejected) {
-  // Groups are told a coordinator address where nothing listens, so no
+  // The groups get a coordinator address where nothing listens, so no
   // genuine result arrives and the first batch stays in flight while the
   // test sends forged reports for it.
   coordinator_->SetAdvertiseAddress("127.0.0.1:1");
