@@ -65,9 +65,9 @@ struct GradientMessage {
   Matrix gradient;
 };
 
-// What the last group reports to the coordinator for each batch. In locked
-// backprop the first group also reports, with backward_done set, once it has
-// applied the batch's gradient.
+// Result of a batch, sent by the last group to the coordinator. In locked
+// backprop the first group also sends one, with backward_done set, once it
+// has applied the batch's gradient.
 struct BatchReport {
   int64_t batch_id = 0;
   bool train = true;
@@ -77,9 +77,9 @@ struct BatchReport {
   int examples = 0;
 };
 
-// How a group reaches its neighbours and the coordinator. Called only from
-// the group's compute thread; implementations must not call back into the
-// group synchronously.
+// Connection of a group to its neighbours and the coordinator. Only the
+// group's compute thread calls it, so implementations must not call back
+// into the group synchronously.
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -198,7 +198,7 @@ class Group {
   std::vector<Matrix> synthetic_gradient_parameters() const;
 
  private:
-  // What the group keeps of a training batch until its gradient arrives.
+  // State kept for a training batch until its gradient arrives.
   struct CacheEntry {
     Matrix output;             // h, for training M (DNI, cDNI).
     Network::Trace trace;      // Layer inputs, for Backward (backprop).
@@ -218,8 +218,8 @@ class Group {
   void Update(int64_t batch_id, const Network::Trace& trace, const Matrix& g);
 
   // Backpropagates the exact gradient g of a probe without any update, and
-  // sends dL/dx upstream, or tells the coordinator the probe is done when
-  // this is the first group.
+  // sends dL/dx upstream. The first group reports the finished probe to the
+  // coordinator instead.
   void FinishProbe(int64_t batch_id, const Network::Trace& trace,
                    const Matrix& g);
 

@@ -19,7 +19,7 @@ inline constexpr int kMaxUnits = 1 << 16;
 // synthetic-gradient model: 2^26 floats are 256 MiB, about 1 GiB with Adam's
 // two moments and the gradients.
 inline constexpr int64_t kMaxParametersPerGroup = int64_t{1} << 26;
-// Upper bound on the floats one batch's forward trace holds in a group:
+// Upper bound on the floats one batch's forward trace keeps in a group:
 // batch_size times the sum of the group's input and layer widths. 2^26
 // floats are 256 MiB.
 inline constexpr int64_t kMaxActivationFloatsPerBatch = int64_t{1} << 26;
@@ -34,10 +34,11 @@ inline constexpr int kMaxCacheCapacity = 1024;
 // synthgrad.proto, and forces max_in_flight to 1 in backprop mode.
 void ApplyJobDefaults(v1::JobSpec* spec);
 
-// Checks that the spec describes a trainable job: a known mode, at least one
-// group with an address and layers whose widths chain from input_dim to
-// num_classes, valid optimizers, a synthetic-gradient spec for DNI and cDNI,
-// positive sizes, distinct group addresses, and the limits above. Allocates no layer, so an absurd
+// Checks that the spec describes a trainable job. That means a known mode,
+// at least one group, distinct group addresses, and layers whose widths
+// chain from input_dim to num_classes. It also needs valid optimizers, a
+// synthetic-gradient spec for DNI and cDNI, positive sizes and the limits
+// above. Allocates no layer, so an absurd
 // spec costs nothing. Call after ApplyJobDefaults. Fails with
 // INVALID_ARGUMENT naming the field and value.
 absl::Status ValidateJobSpec(const v1::JobSpec& spec);
