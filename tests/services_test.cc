@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <sstream>
@@ -276,6 +277,46 @@ TEST_F(ServicesTest, MalformedRequestsRejectedThenTrains) {
     cases.push_back({"no labels", r, grpc::StatusCode::INVALID_ARGUMENT,
                      "0 labels for 2 rows"});
   }
+  {
+    v1::ForwardRequest r = forward;
+    r.set_labels(0, -1);
+    cases.push_back({"negative label", r, grpc::StatusCode::INVALID_ARGUMENT,
+                     "label -1"});
+  }
+  {
+    v1::ForwardRequest r = forward;
+    r.mutable_activations()->clear_shape();
+    r.mutable_activations()->add_shape(2 * 784);
+    cases.push_back({"rank 1", r, grpc::StatusCode::INVALID_ARGUMENT, "rank 2"});
+  }
+  {
+    v1::ForwardRequest r = forward;
+    r.mutable_activations()->add_shape(1);
+    cases.push_back({"rank 3", r, grpc::StatusCode::INVALID_ARGUMENT, "rank 2"});
+  }
+  {
+    v1::ForwardRequest r = forward;
+    r.mutable_activations()->set_shape(0, -2);
+    cases.push_back({"negative rows", r, grpc::StatusCode::INVALID_ARGUMENT,
+                     "non-positive"});
+  }
+  {
+    v1::ForwardRequest r = forward;
+    r.mutable_activations()->set_shape(0, int64_t{1} << 40);
+    cases.push_back({"huge rows", r, grpc::StatusCode::INVALID_ARGUMENT,
+                     "above the limit of 256"});
+  }
+  {
+    v1::ForwardRequest r = forward;
+    r.mutable_activations()->clear_data();
+    cases.push_back({"no data", r, grpc::StatusCode::INVALID_ARGUMENT, "got 0"});
+  }
+  {
+    v1::ForwardRequest r = forward;
+    r.clear_activations();
+    cases.push_back({"no activations", r, grpc::StatusCode::INVALID_ARGUMENT,
+                     "rank 2"});
+  }
   for (const Case& c : cases) {
     status = Forward(0, c.request);
     EXPECT_EQ(status.error_code(), c.code) << c.name << ": " << status.error_message();
@@ -294,21 +335,60 @@ TEST_F(ServicesTest, MalformedRequestsRejectedThenTrains) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("3 columns, expected 256"));
 
-  v1::ConfigureRequest bad_configure;
-  *bad_configure.mutable_spec() = spec;
-  bad_configure.set_group_index(7);
-  {
+  Matrix nan_gradient = Matrix::Zero(2, 256);
+  nan_gradient(1, 7) = std::numeric_limits<float>::quiet_NaN();
+  MatrixToProto(nan_gradient, gradient.mutable_gradient());
+  status = Gradient(1, gradient);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("column 7"));
+
+  // Bad Configure calls leave the configured group in place.
+  struct ConfigureCase {
+    const char* name;
+    std::function<void(v1::ConfigureRequest*)> mutate;
+    const char* message;
+  };
+  const std::vector<ConfigureCase> configure_cases = {
+      {"group index out of range",
+       [](v1::ConfigureRequest* r) { r->set_group_index(7); }, "group_index 7"},
+      {"negative group index",
+       [](v1::ConfigureRequest* r) { r->set_group_index(-1); }, "group_index -1"},
+      {"no coordinator for the last group",
+       [](v1::ConfigureRequest* r) {
+         r->set_group_index(2);
+         r->clear_coordinator_address();
+       },
+       "coordinator_address is empty"},
+      {"classes mismatch",
+       [](v1::ConfigureRequest* r) { r->mutable_spec()->set_num_classes(7); },
+       "num_classes is 7"},
+      {"huge layer",
+       [](v1::ConfigureRequest* r) {
+         r->mutable_spec()->mutable_groups(1)->mutable_layers(0)->set_units(1000000000);
+       },
+       "units must be in"},
+      {"negative batch size",
+       [](v1::ConfigureRequest* r) { r->mutable_spec()->set_batch_size(-5); },
+       "batch_size must be positive"},
+  };
+  for (const ConfigureCase& c : configure_cases) {
+    v1::ConfigureRequest request;
+    *request.mutable_spec() = spec;
+    request.set_group_index(0);
+    request.set_coordinator_address(coordinator_address_);
+    c.mutate(&request);
     grpc::ClientContext context;
     v1::ConfigureResponse response;
-    status = layer_stubs_[0]->Configure(&context, bad_configure, &response);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-    EXPECT_THAT(status.error_message(), HasSubstr("group_index 7"));
+    status = layer_stubs_[0]->Configure(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.name;
+    EXPECT_THAT(status.error_message(), HasSubstr(c.message)) << c.name;
   }
 
   {
     grpc::ClientContext context;
     v1::GroupStatus group_status;
     ASSERT_TRUE(layer_stubs_[0]->GetStatus(&context, {}, &group_status).ok());
+    // The Forward table's cases plus the call before Configure.
     EXPECT_EQ(group_status.rejected_requests(),
               static_cast<int64_t>(cases.size()) + 1);
   }
