@@ -1,6 +1,6 @@
 // Floods one layer service with Forward calls from 8 concurrent clients for
 // 60 seconds while its results cannot leave (the coordinator address is
-// dead), so every bounded queue fills. The service must keep answering,
+// dead), so every bounded queue fills. The service must keep replying,
 // reject the excess with RESOURCE_EXHAUSTED and count it, and keep this
 // process's peak memory under a fixed bound.
 #include <atomic>

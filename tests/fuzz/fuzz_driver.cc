@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) {
     std::ifstream file(argv[i], std::ios::binary);
     if (!file) {
-      std::fprintf(stderr, "cannot read seed %s\n", argv[i]);
+      std::fprintf(stderr, "cannot read seed file %s; check the path\n", argv[i]);
       return 2;
     }
     seeds.emplace_back(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());

@@ -1,8 +1,8 @@
 // Fuzz target: the Forward and Gradient paths of a layer group. The first
-// byte picks the message and the group; the rest is parsed as a
+// byte picks the message and the group. The rest is parsed as a
 // ForwardRequest or GradientRequest and goes through the conversion and
-// checks of the layer service's handlers, then, when accepted, through the
-// group's update rules. The groups persist across inputs, so sequences of
+// checks of the layer service's handlers. An accepted message then goes
+// through the group's update rules. The groups persist across inputs, so sequences of
 // batches and gradients are explored too.
 #include <cstddef>
 #include <cstdint>
