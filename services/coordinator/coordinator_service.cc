@@ -46,6 +46,17 @@ struct PassTotals {
 }  // namespace
 
 class CoordinatorServiceImpl::Job {
+  struct InFlight {
+    bool train = false;
+    // Examples in the batch; every report must match.
+    int64_t rows = 0;
+    // Waiting for the last group's result.
+    bool awaits_result = false;
+    // Waiting for the first group's backward_done notice (locked backprop,
+    // probes).
+    bool awaits_backward = false;
+  };
+
  public:
   // `metrics` must outlive the job.
   Job(std::string id, int job_number, v1::JobSpec spec, TrainTestData data,
@@ -119,8 +130,10 @@ class CoordinatorServiceImpl::Job {
     mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
   }
 
-  // Records the result of a batch in flight. Fails with NOT_FOUND for a batch
-  // this job is not waiting for.
+  // Records the result of a batch in flight, or the first group's
+  // backward_done notice for it. Fails with NOT_FOUND for a batch this job
+  // is not waiting for, and with INVALID_ARGUMENT or FAILED_PRECONDITION for
+  // a report that does not fit the batch.
   absl::Status Report(const v1::BatchResult& result) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
     auto it = in_flight_.find(result.batch_id());
@@ -129,54 +142,32 @@ class CoordinatorServiceImpl::Job {
           "batch ", result.batch_id(), " is not in flight in job ", id_));
     }
     InFlight& batch = it->second;
-    const bool train = batch.train;
     if (result.examples() != batch.rows) {
       return absl::InvalidArgumentError(absl::StrCat(
           "batch ", result.batch_id(), " reports ", result.examples(),
           " examples but has ", batch.rows));
     }
+
     if (result.backward_done()) {
       if (!batch.awaits_backward) {
         return absl::FailedPreconditionError(absl::StrCat(
             "batch ", result.batch_id(), " does not await a backward pass"));
       }
       batch.awaits_backward = false;
-      if (!batch.awaits_result) in_flight_.erase(it);
-      metrics_->SetBatchesInFlight(static_cast<int>(in_flight_.size()));
-      last_progress_ = absl::Now();
-      ++version_;
+      ClosePartOfBatch(it);
       return absl::OkStatus();
     }
-    if (!batch.awaits_result) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "batch ", result.batch_id(), " has already reported its result"));
-    }
-    const v1::BatchMode expected_mode =
-        train ? v1::BATCH_MODE_TRAIN : v1::BATCH_MODE_EVAL;
-    if (result.mode() != expected_mode) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "batch ", result.batch_id(), " reports mode ",
-          static_cast<int>(result.mode()), " but was sent as ",
-          v1::BatchMode_Name(expected_mode)));
-    }
-    if (result.correct() < 0 || result.correct() > result.examples()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "batch ", result.batch_id(), " reports ", result.correct(),
-          " correct of ", result.examples(), " examples"));
-    }
-    if (!std::isfinite(result.loss()) || result.loss() < 0.0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "batch ", result.batch_id(), " reports loss ", result.loss(),
-          "; a cross-entropy is finite and not negative"));
-    }
+
+    absl::Status status = CheckResult(batch, result);
+    if (!status.ok()) return status;
+    const bool train = batch.train;
     batch.awaits_result = false;
-    if (!batch.awaits_backward) in_flight_.erase(it);
-    metrics_->SetBatchesInFlight(static_cast<int>(in_flight_.size()));
+    ClosePartOfBatch(it);
+
     PassTotals& totals = train ? train_totals_ : test_totals_;
     totals.loss_sum += result.loss() * result.examples();
     totals.correct += result.correct();
     totals.examples += result.examples();
-    last_progress_ = absl::Now();
     if (train) {
       ++batches_done_in_epoch_;
       status_.set_samples_done(status_.samples_done() + result.examples());
@@ -185,7 +176,6 @@ class CoordinatorServiceImpl::Job {
                                              spec_.shard_batches()));
       UpdateRate();
     }
-    ++version_;
     return absl::OkStatus();
   }
 
@@ -423,6 +413,46 @@ class CoordinatorServiceImpl::Job {
     return absl::OkStatus();
   }
 
+  // Checks a last-group result against the batch it reports on.
+  static absl::Status CheckResult(const InFlight& batch,
+                                  const v1::BatchResult& result) {
+    if (!batch.awaits_result) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "batch ", result.batch_id(), " has already reported its result"));
+    }
+    const v1::BatchMode expected_mode =
+        batch.train ? v1::BATCH_MODE_TRAIN : v1::BATCH_MODE_EVAL;
+    if (result.mode() != expected_mode) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch ", result.batch_id(), " reports mode ",
+          static_cast<int>(result.mode()), " but was sent as ",
+          v1::BatchMode_Name(expected_mode)));
+    }
+    if (result.correct() < 0 || result.correct() > result.examples()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch ", result.batch_id(), " reports ", result.correct(),
+          " correct of ", result.examples(), " examples"));
+    }
+    if (!std::isfinite(result.loss()) || result.loss() < 0.0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch ", result.batch_id(), " reports loss ", result.loss(),
+          "; a cross-entropy is finite and not negative"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Drops the batch once neither its result nor its backward pass is still
+  // awaited, and records the progress.
+  void ClosePartOfBatch(absl::flat_hash_map<int64_t, InFlight>::iterator it)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!it->second.awaits_result && !it->second.awaits_backward) {
+      in_flight_.erase(it);
+    }
+    metrics_->SetBatchesInFlight(static_cast<int>(in_flight_.size()));
+    last_progress_ = absl::Now();
+    ++version_;
+  }
+
   void SetState(v1::JobState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     status_.set_state(state);
     metrics_->SetJobState(state);
@@ -467,16 +497,6 @@ class CoordinatorServiceImpl::Job {
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
   std::string stop_reason_ ABSL_GUARDED_BY(mu_);
-  struct InFlight {
-    bool train = false;
-    // Examples in the batch; every report must match.
-    int64_t rows = 0;
-    // Waiting for the last group's result.
-    bool awaits_result = false;
-    // Waiting for the first group's backward_done notice (locked backprop,
-    // probes).
-    bool awaits_backward = false;
-  };
   absl::flat_hash_map<int64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
   PassTotals train_totals_ ABSL_GUARDED_BY(mu_);
   PassTotals test_totals_ ABSL_GUARDED_BY(mu_);
