@@ -28,7 +28,7 @@ done
 out_dir=$(mktemp -d)
 trap 'rm -rf "$out_dir"' EXIT
 # The in-process trainer reads every example of the spec: 10240 for the
-# wide spec, all 60000 for the MLP spec; the peer uses the same counts.
+# wide spec and all 60000 for the MLP spec. The peer uses the same counts.
 for ((round = 1; round <= repeats; round++)); do
   echo "== round $round of $repeats"
   "$build_dir/bench/train_in_process" --spec "$root/configs/fashion_mnist_wide.textproto" \

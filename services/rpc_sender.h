@@ -1,9 +1,9 @@
 // Delivers RPCs to one peer in the order they were queued, from a thread of
 // its own, so the caller (a group's compute thread) does not wait for the
-// network unless `capacity` calls are already queued. A call failing with UNAVAILABLE or
-// RESOURCE_EXHAUSTED is retried with exponential backoff and jitter; any other
-// failure, or running out of retry time, is logged and passed to the
-// failure callback.
+// network unless `capacity` calls are already queued. A call failing with
+// UNAVAILABLE or RESOURCE_EXHAUSTED is retried with exponential backoff and
+// jitter. Any other failure, or running out of retry time, is logged and
+// passed to the failure callback.
 //
 // Thread-safe.
 #ifndef SYNTHGRAD_SERVICES_RPC_SENDER_H_

@@ -11,8 +11,8 @@ packages=(
   dataset-fashion-mnist python3 prometheus curl docker-compose
 )
 # The deployment tests also need Node.js with npm and kubectl 1.27 or later
-# (kustomize v5), which Debian 12 does not package; they report a missing
-# one by name.
+# (kustomize v5). Debian 12 does not package that kubectl, so the tests name
+# whichever tool is missing.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   packages+=(nodejs npm)
 fi

@@ -238,7 +238,7 @@ grpc::Status LayerServiceImpl::HandleConfigure(
                  << " while " << previous->worker().queue_depth()
                  << " events were still queued; they are dropped";
   }
-  // The old compute thread stops here, unless a handler still holds the
+  // The old compute thread stops here, unless a handler still uses the
   // runtime, so its last update cannot overwrite the reset step gauge.
   previous.reset();
   group_metrics_.ResetStep();
