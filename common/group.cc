@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/job_spec.h"
 #include "common/loss.h"
+#include "common/tensor_proto.h"
 #include "glog/logging.h"
 
 namespace synthgrad {
@@ -388,6 +389,54 @@ GroupStats Group::stats() const {
 std::vector<Matrix> Group::synthetic_gradient_parameters() const {
   if (!synthetic_gradient_) return {};
   return synthetic_gradient_->network().parameters();
+}
+
+void Group::SaveCheckpoint(v1::GroupCheckpoint* checkpoint) const {
+  checkpoint->set_group_index(index_);
+  checkpoint->set_step(step_);
+  checkpoint->clear_parameters();
+  for (const Matrix& p : network_.parameters()) {
+    MatrixToProto(p, checkpoint->add_parameters());
+  }
+  optimizer_->SaveState(checkpoint->mutable_optimizer());
+  if (synthetic_gradient_) {
+    synthetic_gradient_->SaveState(
+        checkpoint->mutable_synthetic_gradient_parameters(),
+        checkpoint->mutable_synthetic_gradient_optimizer());
+  }
+}
+
+absl::Status Group::RestoreCheckpoint(const v1::GroupCheckpoint& checkpoint) {
+  if (checkpoint.group_index() != index_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the checkpoint is of group ", checkpoint.group_index(),
+                     ", not of group ", index_));
+  }
+  if (checkpoint.step() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the checkpoint has step ", checkpoint.step()));
+  }
+  absl::StatusOr<std::vector<Matrix>> parameters = ParametersFromProto(
+      checkpoint.parameters(), network_.parameters(), "parameter");
+  if (!parameters.ok()) return parameters.status();
+  absl::Status status =
+      optimizer_->RestoreState(checkpoint.optimizer(), network_.parameters());
+  if (!status.ok()) return status;
+  if (synthetic_gradient_) {
+    status = synthetic_gradient_->RestoreState(
+        checkpoint.synthetic_gradient_parameters(),
+        checkpoint.synthetic_gradient_optimizer());
+    if (!status.ok()) return status;
+  } else if (!checkpoint.synthetic_gradient_parameters().empty()) {
+    return absl::InvalidArgumentError(
+        "the checkpoint has a synthetic-gradient model but this group has "
+        "none");
+  }
+  network_.parameters() = *std::move(parameters);
+  step_ = checkpoint.step();
+  absl::MutexLock lock(&mu_);
+  stats_.step = step_;
+  return absl::OkStatus();
 }
 
 }  // namespace synthgrad

@@ -196,6 +196,15 @@ class Group {
   // Compute thread only.
   const std::vector<Matrix>& parameters() const { return network_.parameters(); }
   std::vector<Matrix> synthetic_gradient_parameters() const;
+  // Compute thread only. Copies the step, the parameters and optimizer state
+  // of the network and of the synthetic-gradient model into `checkpoint`.
+  // Batches waiting in the cache are not saved.
+  void SaveCheckpoint(v1::GroupCheckpoint* checkpoint) const;
+  // Compute thread only, before any message. Loads SaveCheckpoint's output.
+  // Fails with INVALID_ARGUMENT when the checkpoint is of another group or a
+  // count or shape differs; the group may then be partly restored and must
+  // be discarded.
+  absl::Status RestoreCheckpoint(const v1::GroupCheckpoint& checkpoint);
 
  private:
   // State kept for a training batch until its gradient arrives.

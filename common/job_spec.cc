@@ -152,6 +152,10 @@ void ApplyJobDefaults(v1::JobSpec* spec) {
   if (spec->shard_batches() == 0) spec->set_shard_batches(20);
   if (spec->cache_capacity() == 0) spec->set_cache_capacity(64);
   if (spec->batch_timeout_seconds() == 0) spec->set_batch_timeout_seconds(60);
+  if (spec->recovery_timeout_seconds() == 0) {
+    spec->set_recovery_timeout_seconds(300);
+  }
+  if (spec->max_recoveries() == 0) spec->set_max_recoveries(5);
 }
 
 absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
@@ -171,13 +175,21 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
         CheckPositive("max_in_flight", spec.max_in_flight()),
         CheckPositive("shard_batches", spec.shard_batches()),
         CheckPositive("cache_capacity", spec.cache_capacity()),
-        CheckPositive("batch_timeout_seconds", spec.batch_timeout_seconds())}) {
+        CheckPositive("batch_timeout_seconds", spec.batch_timeout_seconds()),
+        CheckPositive("recovery_timeout_seconds",
+                      spec.recovery_timeout_seconds()),
+        CheckPositive("max_recoveries", spec.max_recoveries())}) {
     if (!status.ok()) return status;
   }
   if (spec.input_dim() > kMaxUnits || spec.num_classes() > kMaxUnits) {
     return absl::InvalidArgumentError(absl::StrCat(
         "input_dim ", spec.input_dim(), " and num_classes ", spec.num_classes(),
         " must be at most ", kMaxUnits));
+  }
+  if (spec.checkpoint_interval_shards() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint_interval_shards is ", spec.checkpoint_interval_shards(),
+        "; use 0 to disable checkpoints or a positive number of shards"));
   }
   if (spec.cache_capacity() > kMaxCacheCapacity) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -4,6 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/tensor_proto.h"
 
 namespace synthgrad {
 namespace {
@@ -121,6 +122,65 @@ void AdamOptimizer::Step(std::vector<Matrix>& parameters,
         step_size * first_moment_[i].array() /
         (second_moment_[i].array().sqrt() / root_correction2 + epsilon_);
   }
+}
+
+absl::StatusOr<std::vector<Matrix>> Optimizer::SlotsFromProto(
+    const google::protobuf::RepeatedPtrField<v1::Tensor>& slots,
+    const std::vector<Matrix>& parameters, absl::string_view what) {
+  // Empty slots are the state before the first step.
+  if (slots.empty()) return std::vector<Matrix>();
+  return ParametersFromProto(slots, parameters, what);
+}
+
+void SgdOptimizer::SaveState(v1::OptimizerState* state) const {
+  state->Clear();
+  state->set_step(step_);
+  for (const Matrix& v : velocity_) MatrixToProto(v, state->add_first_slots());
+}
+
+absl::Status SgdOptimizer::RestoreState(const v1::OptimizerState& state,
+                                        const std::vector<Matrix>& parameters) {
+  if (state.step() < 0 || !state.second_slots().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "an SGD state needs a step >= 0 and no second slots; got step ",
+        state.step(), " and ", state.second_slots_size(), " second slots"));
+  }
+  absl::StatusOr<std::vector<Matrix>> velocity =
+      SlotsFromProto(state.first_slots(), parameters, "SGD velocity");
+  if (!velocity.ok()) return velocity.status();
+  velocity_ = *std::move(velocity);
+  step_ = state.step();
+  return absl::OkStatus();
+}
+
+void AdamOptimizer::SaveState(v1::OptimizerState* state) const {
+  state->Clear();
+  state->set_step(step_);
+  for (const Matrix& m : first_moment_) MatrixToProto(m, state->add_first_slots());
+  for (const Matrix& v : second_moment_) {
+    MatrixToProto(v, state->add_second_slots());
+  }
+}
+
+absl::Status AdamOptimizer::RestoreState(const v1::OptimizerState& state,
+                                         const std::vector<Matrix>& parameters) {
+  if (state.step() < 0 ||
+      state.first_slots_size() != state.second_slots_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "an Adam state needs a step >= 0 and as many first as second "
+        "moments; got step ", state.step(), ", ", state.first_slots_size(),
+        " and ", state.second_slots_size()));
+  }
+  absl::StatusOr<std::vector<Matrix>> first =
+      SlotsFromProto(state.first_slots(), parameters, "Adam first moment");
+  if (!first.ok()) return first.status();
+  absl::StatusOr<std::vector<Matrix>> second =
+      SlotsFromProto(state.second_slots(), parameters, "Adam second moment");
+  if (!second.ok()) return second.status();
+  first_moment_ = *std::move(first);
+  second_moment_ = *std::move(second);
+  step_ = state.step();
+  return absl::OkStatus();
 }
 
 }  // namespace synthgrad

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/tensor.h"
 #include "synthgrad/v1/synthgrad.pb.h"
 
@@ -29,11 +30,25 @@ class Optimizer {
   static absl::StatusOr<std::unique_ptr<Optimizer>> Create(
       const v1::OptimizerSpec& spec);
 
+  // Copies the step count and the per-parameter state into `state`, for a
+  // checkpoint.
+  virtual void SaveState(v1::OptimizerState* state) const = 0;
+  // Replaces the state with SaveState's output. Fails with INVALID_ARGUMENT,
+  // leaving the state unchanged, when the slots do not match the count and
+  // shapes of `parameters` or hold a value that is not finite.
+  virtual absl::Status RestoreState(const v1::OptimizerState& state,
+                                    const std::vector<Matrix>& parameters) = 0;
+
  protected:
   // Returns learning_rate * 0.5^(step / half_life_steps), or learning_rate
   // when half_life_steps is 0. `step` counts earlier Step calls.
   static float DecayedLearningRate(float learning_rate, int64_t half_life_steps,
                                    int64_t step);
+  // Converts one list of slots of a saved state, which must be empty or
+  // match `parameters` in count and shapes.
+  static absl::StatusOr<std::vector<Matrix>> SlotsFromProto(
+      const google::protobuf::RepeatedPtrField<v1::Tensor>& slots,
+      const std::vector<Matrix>& parameters, absl::string_view what);
 };
 
 // SGD with classical momentum mu: v = mu v + g, p = p - lr v.
@@ -46,6 +61,9 @@ class SgdOptimizer final : public Optimizer {
   void Step(std::vector<Matrix>& parameters,
             const std::vector<Matrix>& gradients,
             float gradient_scale) override;
+  void SaveState(v1::OptimizerState* state) const override;
+  absl::Status RestoreState(const v1::OptimizerState& state,
+                            const std::vector<Matrix>& parameters) override;
 
  private:
   float learning_rate_;
@@ -70,6 +88,9 @@ class AdamOptimizer final : public Optimizer {
   void Step(std::vector<Matrix>& parameters,
             const std::vector<Matrix>& gradients,
             float gradient_scale) override;
+  void SaveState(v1::OptimizerState* state) const override;
+  absl::Status RestoreState(const v1::OptimizerState& state,
+                            const std::vector<Matrix>& parameters) override;
 
  private:
   float learning_rate_;

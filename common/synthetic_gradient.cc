@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/tensor_proto.h"
 
 namespace synthgrad {
 
@@ -83,6 +84,26 @@ SyntheticGradientModel::TrainResult SyntheticGradientModel::Train(
       0.5 * (prediction - target).squaredNorm() / static_cast<double>(h.rows());
   result.cosine = Cosine(prediction, target);
   return result;
+}
+
+void SyntheticGradientModel::SaveState(
+    google::protobuf::RepeatedPtrField<v1::Tensor>* parameters,
+    v1::OptimizerState* optimizer) const {
+  parameters->Clear();
+  for (const Matrix& p : network_.parameters()) MatrixToProto(p, parameters->Add());
+  optimizer_->SaveState(optimizer);
+}
+
+absl::Status SyntheticGradientModel::RestoreState(
+    const google::protobuf::RepeatedPtrField<v1::Tensor>& parameters,
+    const v1::OptimizerState& optimizer) {
+  absl::StatusOr<std::vector<Matrix>> restored = ParametersFromProto(
+      parameters, network_.parameters(), "synthetic-gradient parameter");
+  if (!restored.ok()) return restored.status();
+  absl::Status status = optimizer_->RestoreState(optimizer, network_.parameters());
+  if (!status.ok()) return status;
+  network_.parameters() = *std::move(restored);
+  return absl::OkStatus();
 }
 
 }  // namespace synthgrad

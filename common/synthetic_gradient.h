@@ -57,6 +57,15 @@ class SyntheticGradientModel {
   TrainResult Train(const Matrix& h, absl::Span<const int32_t> labels,
                     const Matrix& target);
 
+  // Copies the parameters and the optimizer state, for a checkpoint.
+  void SaveState(google::protobuf::RepeatedPtrField<v1::Tensor>* parameters,
+                 v1::OptimizerState* optimizer) const;
+  // Replaces the parameters and optimizer state with SaveState's output.
+  // Fails with INVALID_ARGUMENT, changing nothing, when a count or shape
+  // differs from this model or a value is not finite.
+  absl::Status RestoreState(
+      const google::protobuf::RepeatedPtrField<v1::Tensor>& parameters,
+      const v1::OptimizerState& optimizer);
   bool conditional() const { return num_classes_ > 0; }
   Network& network() { return network_; }
   const Network& network() const { return network_; }

@@ -73,4 +73,27 @@ void MatrixToProto(const Matrix& m, v1::Tensor* proto) {
   std::copy(m.data(), m.data() + m.size(), proto->mutable_data()->begin());
 }
 
+absl::StatusOr<std::vector<Matrix>> ParametersFromProto(
+    const google::protobuf::RepeatedPtrField<v1::Tensor>& tensors,
+    const std::vector<Matrix>& like, absl::string_view what) {
+  if (static_cast<size_t>(tensors.size()) != like.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected ", like.size(), " tensors for the ", what, "s, got ",
+        tensors.size()));
+  }
+  std::vector<Matrix> matrices;
+  matrices.reserve(like.size());
+  for (size_t i = 0; i < like.size(); ++i) {
+    TensorLimits limits;
+    limits.rows = like[i].rows();
+    limits.cols = like[i].cols();
+    limits.max_rows = like[i].rows();
+    absl::StatusOr<Matrix> matrix = MatrixFromProto(
+        tensors[static_cast<int>(i)], limits, absl::StrCat(what, " ", i));
+    if (!matrix.ok()) return matrix.status();
+    matrices.push_back(*std::move(matrix));
+  }
+  return matrices;
+}
+
 }  // namespace synthgrad

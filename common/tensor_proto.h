@@ -4,6 +4,7 @@
 #define SYNTHGRAD_COMMON_TENSOR_PROTO_H_
 
 #include <cstdint>
+#include <vector>
 #include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
@@ -31,6 +32,13 @@ absl::StatusOr<Matrix> MatrixFromProto(const v1::Tensor& proto,
 
 // Writes `m` into `proto`, replacing its contents.
 void MatrixToProto(const Matrix& m, v1::Tensor* proto);
+
+// Converts a list of tensors that must match `like` in count and in the
+// shape of each entry, as when restoring parameters from a checkpoint.
+// Fails with INVALID_ARGUMENT naming `what` and the index.
+absl::StatusOr<std::vector<Matrix>> ParametersFromProto(
+    const google::protobuf::RepeatedPtrField<v1::Tensor>& tensors,
+    const std::vector<Matrix>& like, absl::string_view what);
 
 }  // namespace synthgrad
 

@@ -262,7 +262,44 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry)
       job_state_(BuildGauge()
                      .Name("synthgrad_coordinator_job_state")
                      .Help("1 for the latest job's state, 0 for the others.")
-                     .Register(registry)) {
+                     .Register(registry)),
+      batches_fed_(BuildCounter()
+                       .Name("synthgrad_coordinator_training_batches_fed_total")
+                       .Help("Training batches sent to the first group, "
+                             "including batches fed again after a recovery.")
+                       .Register(registry)
+                       .Add({})),
+      batches_refed_(BuildCounter()
+                         .Name("synthgrad_coordinator_training_batches_refed_total")
+                         .Help("Training batches sent again because a "
+                               "recovery rolled the job back past them.")
+                         .Register(registry)
+                         .Add({})),
+      recoveries_(BuildCounter()
+                      .Name("synthgrad_coordinator_recoveries_total")
+                      .Help("Recoveries from a group that went down.")
+                      .Register(registry)
+                      .Add({})),
+      checkpoints_(BuildCounter()
+                       .Name("synthgrad_coordinator_checkpoints_total")
+                       .Help("Checkpoints that every group and the "
+                             "coordinator wrote.")
+                       .Register(registry)
+                       .Add({})),
+      checkpoint_failures_(BuildCounter()
+                               .Name("synthgrad_coordinator_checkpoint_failures_total")
+                               .Help("Checkpoints abandoned because a group "
+                                     "or the coordinator could not write "
+                                     "its part.")
+                               .Register(registry)
+                               .Add({})),
+      checkpoint_seconds_(BuildGauge()
+                              .Name("synthgrad_coordinator_last_checkpoint_seconds")
+                              .Help("Duration of the latest checkpoint, from "
+                                    "draining the batches in flight to the "
+                                    "coordinator's file, in seconds.")
+                              .Register(registry)
+                              .Add({})) {
   SetJobState(v1::JOB_STATE_UNSPECIFIED);
 }
 

@@ -124,6 +124,16 @@ class CoordinatorMetrics {
   void SetBatchesInFlight(int count) { in_flight_.Set(count); }
   // Sets the job-state gauge with label `state` to 1 and the others to 0.
   void SetJobState(v1::JobState state);
+  void AddBatchFed(bool refed) {
+    batches_fed_.Increment();
+    if (refed) batches_refed_.Increment();
+  }
+  void AddRecovery() { recoveries_.Increment(); }
+  void AddCheckpoint(double seconds) {
+    checkpoints_.Increment();
+    checkpoint_seconds_.Set(seconds);
+  }
+  void AddCheckpointFailure() { checkpoint_failures_.Increment(); }
 
  private:
   prometheus::Counter& samples_;
@@ -133,6 +143,12 @@ class CoordinatorMetrics {
   prometheus::Gauge& eval_loss_;
   prometheus::Gauge& in_flight_;
   prometheus::Family<prometheus::Gauge>& job_state_;
+  prometheus::Counter& batches_fed_;
+  prometheus::Counter& batches_refed_;
+  prometheus::Counter& recoveries_;
+  prometheus::Counter& checkpoints_;
+  prometheus::Counter& checkpoint_failures_;
+  prometheus::Gauge& checkpoint_seconds_;
 };
 
 }  // namespace synthgrad

@@ -56,6 +56,7 @@ void RpcSender::Run() {
       if (stopping_) return;
       pending = std::move(queue_.front());
       queue_.pop_front();
+      delivering_ = true;
     }
     // Calls were queued in order with the same latency, so waiting for each
     // one's due time delays every call by that latency and no more. Shutdown
@@ -69,7 +70,18 @@ void RpcSender::Run() {
       if (stopping_) return;
     }
     Deliver(pending);
+    absl::MutexLock lock(&mu_);
+    delivering_ = false;
   }
+}
+
+bool RpcSender::WaitUntilIdle(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || (queue_.empty() && !delivering_);
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
+  return !stopping_ && queue_.empty() && !delivering_;
 }
 
 void RpcSender::Deliver(const Pending& pending) {

@@ -17,6 +17,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 
 namespace synthgrad {
@@ -67,6 +68,10 @@ class RpcSender {
   // Queues `call`. `description` names it in logs ("Forward batch 12").
   void Enqueue(std::string description, Call call) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Waits until every queued call has been delivered or given up. Returns
+  // false when `timeout` passes first or the sender is shut down.
+  bool WaitUntilIdle(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
   struct Pending {
     std::string description;
@@ -87,6 +92,8 @@ class RpcSender {
   absl::Mutex mu_;
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // A call taken from queue_ is being delivered.
+  bool delivering_ ABSL_GUARDED_BY(mu_) = false;
 
   std::thread thread_;
 };

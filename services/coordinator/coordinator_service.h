@@ -1,11 +1,6 @@
-// The synthgrad.v1.CoordinatorService: owns one training job at a time.
-//
-// A job runs on a thread of its own. It configures every group. Then, for
-// each epoch, it shuffles the training set from the seed, cuts it into shards
-// of batches and sends each batch to the first group, with at most
-// max_in_flight batches awaiting their result from the last group. After the
-// epoch it evaluates the test set. ReportBatch, called by the last group,
-// closes a batch.
+// The synthgrad.v1.CoordinatorService: owns one training job at a time
+// (services/coordinator/job.h runs it). ReportBatch, called by the last
+// group, closes a batch.
 //
 // Thread-safe.
 #ifndef SYNTHGRAD_SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
@@ -13,22 +8,36 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/checkpoint.h"
 #include "prometheus/registry.h"
 #include "services/metrics.h"
 #include "synthgrad/v1/synthgrad.grpc.pb.h"
 
 namespace synthgrad {
 
+class Job;
+
 class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
  public:
-  // Registers the coordinator's metrics in `registry`.
-  explicit CoordinatorServiceImpl(prometheus::Registry& registry);
+  // Registers the coordinator's metrics in `registry`. Jobs write the
+  // coordinator's part of their checkpoints to `checkpoint_directory`, and
+  // StartJob with resume reads it there.
+  explicit CoordinatorServiceImpl(
+      prometheus::Registry& registry,
+      std::optional<CheckpointDirectory> checkpoint_directory = std::nullopt);
   // Stops the running job, if any, and waits for its thread.
   ~CoordinatorServiceImpl() override;
+
+  // Stops the running job, if any, after a final checkpoint when the job
+  // has checkpoints on, and waits for it. Call before shutting the server
+  // down: draining the batches in flight needs ReportBatch.
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Sets the gRPC target groups use to reach this coordinator; the last group
   // sends ReportBatch there. Call before the first StartJob.
@@ -63,8 +72,6 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
   }
 
  private:
-  class Job;
-
   grpc::Status HandleStartJob(const v1::StartJobRequest* request,
                               v1::StartJobResponse* response);
   grpc::Status HandleWatchJob(grpc::ServerContext* context,
@@ -80,8 +87,13 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::Service {
   std::shared_ptr<Job> FindJob(const std::string& job_id)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Reads the coordinator's checkpoint of `spec` for a resume.
+  absl::StatusOr<v1::CoordinatorCheckpoint> LoadCheckpoint(
+      const v1::JobSpec& spec) const;
+
   RpcMetrics rpc_metrics_;
   CoordinatorMetrics metrics_;
+  const std::optional<CheckpointDirectory> checkpoint_directory_;
 
   absl::Mutex mu_;
   std::string advertise_address_ ABSL_GUARDED_BY(mu_);

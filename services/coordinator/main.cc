@@ -1,5 +1,6 @@
 // synthgrad_coordinator: loads the data, configures the layer groups and runs
 // training jobs started by synthgradctl.
+#include <optional>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -32,13 +33,20 @@ ABSL_FLAG(std::string, advertise_address, "",
           "last group reports batch results there). Empty means "
           "BIND_ADDRESS:PORT, or 127.0.0.1:PORT when binding 0.0.0.0.");
 
+ABSL_FLAG(std::string, checkpoint_dir, "",
+          "Folder for the coordinator's part of each checkpoint (the job's "
+          "cursor), created if missing. Needed to resume a job after the "
+          "coordinator restarts (StartJob with resume). Empty keeps "
+          "checkpoints in memory only, which still covers a group's crash.");
+
 int main(int argc, char** argv) {
   synthgrad::BlockShutdownSignals();
   synthgrad::InitProgram(
       argc, argv,
       "Runs synthgrad training jobs (synthgrad.v1.CoordinatorService).\n"
       "Usage: synthgrad_coordinator [--bind_address=IP] [--port=N] "
-      "[--port_file=PATH] [--metrics_port=N] [--advertise_address=HOST:PORT]");
+      "[--port_file=PATH] [--metrics_port=N] [--advertise_address=HOST:PORT] "
+      "[--checkpoint_dir=DIR]");
 
   const std::string bind_address = absl::GetFlag(FLAGS_bind_address);
   // Metrics first: a taken metrics port is reported before gRPC starts.
@@ -53,7 +61,19 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  synthgrad::CoordinatorServiceImpl service(*registry);
+  std::optional<synthgrad::CheckpointDirectory> checkpoint_directory;
+  if (!absl::GetFlag(FLAGS_checkpoint_dir).empty()) {
+    absl::StatusOr<synthgrad::CheckpointDirectory> directory =
+        synthgrad::CheckpointDirectory::Open(absl::GetFlag(FLAGS_checkpoint_dir));
+    if (!directory.ok()) {
+      LOG(ERROR) << "--checkpoint_dir: " << directory.status().message();
+      return 1;
+    }
+    LOG(INFO) << "checkpoints go to " << directory->root();
+    checkpoint_directory = *std::move(directory);
+  }
+  synthgrad::CoordinatorServiceImpl service(*registry,
+                                            std::move(checkpoint_directory));
   int port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server = synthgrad::StartServer(
       bind_address, absl::GetFlag(FLAGS_port), {&service}, &port);
@@ -82,6 +102,9 @@ int main(int argc, char** argv) {
 
   const int signal_number = synthgrad::WaitForShutdownSignal();
   LOG(INFO) << "signal " << signal_number << " received; shutting down";
+  // The job drains its batches for a final checkpoint while the server
+  // still takes ReportBatch.
+  service.Shutdown();
   (*server)->Shutdown(std::chrono::system_clock::now() +
                       std::chrono::seconds(2));
   LOG(INFO) << "synthgrad_coordinator stopped";

@@ -3,6 +3,7 @@
 // stops a job.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <csignal>
@@ -42,6 +43,12 @@ ABSL_FLAG(std::string, data_dir, "", "train: replaces data.dir when set.");
 ABSL_FLAG(int, exact_gradient_probe_interval, -1,
           "train: replaces exact_gradient_probe_interval (training batches "
           "between exact-gradient probes; 0 disables them) when >= 0.");
+ABSL_FLAG(int, checkpoint_interval_shards, -1,
+          "train: replaces checkpoint_interval_shards (shards between "
+          "checkpoints; 0 disables them) when >= 0.");
+ABSL_FLAG(bool, resume, false,
+          "train: continue the job with this spec from the latest checkpoint "
+          "in the coordinator's --checkpoint_dir instead of starting afresh.");
 ABSL_FLAG(std::string, summary_out, "",
           "train: writes the final job status as JSON to this file.");
 ABSL_FLAG(std::string, job_id, "",
@@ -54,8 +61,8 @@ constexpr char kUsage[] =
     "Command-line client of synthgrad.\n"
     "Usage:\n"
     "  synthgradctl train --spec=FILE [--coordinator=HOST:PORT] "
-    "[--group_addresses=A,B,C]\n"
-    "      Starts a job and follows it: a progress bar on stderr, one line per "
+    "[--group_addresses=A,B,C] [--resume]\n"
+    "      Starts a job, or resumes it from its latest checkpoint, and follows it: a progress bar on stderr, one line per "
     "epoch on stdout.\n"
     "      Exits 0 when the job succeeds, 1 when it fails or stops, 2 for "
     "bad input.\n"
@@ -151,6 +158,10 @@ absl::StatusOr<v1::JobSpec> LoadSpec() {
   if (!absl::GetFlag(FLAGS_data_dir).empty()) {
     spec->mutable_data()->set_dir(absl::GetFlag(FLAGS_data_dir));
   }
+  if (absl::GetFlag(FLAGS_checkpoint_interval_shards) >= 0) {
+    spec->set_checkpoint_interval_shards(
+        absl::GetFlag(FLAGS_checkpoint_interval_shards));
+  }
   return spec;
 }
 
@@ -177,7 +188,9 @@ class ProgressPrinter {
         std::string(kWidth - filled, '.'), 100.0 * fraction, rate,
         FormatDuration(status.elapsed_seconds()), FormatDuration(eta),
         v1::JobState_Name(status.state()).substr(10) +
-            (status.state() == v1::JOB_STATE_STARTING && !status.message().empty()
+            ((status.state() == v1::JOB_STATE_STARTING ||
+              status.state() == v1::JOB_STATE_RECOVERING) &&
+                     !status.message().empty()
                  ? ": " + status.message()
                  : ""));
     if (terminal_) {
@@ -212,6 +225,7 @@ int Train() {
 
   v1::StartJobRequest start;
   *start.mutable_spec() = *spec;
+  start.set_resume(absl::GetFlag(FLAGS_resume));
   v1::StartJobResponse started;
   {
     grpc::ClientContext context;
@@ -257,8 +271,20 @@ int Train() {
   v1::JobStatus status;
   v1::JobStatus last;
   int epochs_printed = 0;
+  int recoveries_printed = 0;
   while (reader->Read(&status)) {
     last = status;
+    if (status.recoveries() > recoveries_printed) {
+      recoveries_printed = status.recoveries();
+      progress.Break();
+      std::printf("recovery %d: %s\n", status.recoveries(),
+                  status.message().empty() ? "done"
+                                           : status.message().c_str());
+      std::fflush(stdout);
+    }
+    // A recovery without checkpoints rolls back finished epochs; they are
+    // printed again when they finish again.
+    epochs_printed = std::min(epochs_printed, status.epochs_done_size());
     for (; epochs_printed < status.epochs_done_size(); ++epochs_printed) {
       const v1::EpochResult& epoch = status.epochs_done(epochs_printed);
       progress.Break();
@@ -328,6 +354,12 @@ int Train() {
   std::printf("job %s succeeded: final test accuracy %.2f %%, %.0f s\n",
               last.job_id().c_str(), 100.0 * final_epoch.test_accuracy(),
               last.elapsed_seconds());
+  if (last.recoveries() > 0) {
+    std::printf("%d recoveries; %lld training batches fed, %lld of them again "
+                "after a roll-back\n",
+                last.recoveries(), static_cast<long long>(last.batches_fed()),
+                static_cast<long long>(last.batches_refed()));
+  }
   return 0;
 }
 
@@ -370,6 +402,12 @@ int Status() {
               static_cast<long long>(job.samples_total()),
               job.samples_per_second(), job.elapsed_seconds());
   if (!job.message().empty()) std::printf("message: %s\n", job.message().c_str());
+  std::printf("checkpoint %lld, %d recoveries, %lld training batches fed "
+              "(%lld again after a roll-back), %lld shards completed\n",
+              static_cast<long long>(job.checkpoint_id()), job.recoveries(),
+              static_cast<long long>(job.batches_fed()),
+              static_cast<long long>(job.batches_refed()),
+              static_cast<long long>(job.shards_completed()));
   for (const v1::EpochResult& epoch : job.epochs_done()) {
     std::printf("  epoch %d: train loss %.4f, test accuracy %.2f %%\n",
                 epoch.epoch(), epoch.train_loss(), 100.0 * epoch.test_accuracy());

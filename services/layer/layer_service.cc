@@ -4,6 +4,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/checkpoint.h"
 #include "common/group.h"
 #include "common/group_worker.h"
 #include "common/job_spec.h"
@@ -62,6 +65,20 @@ class GrpcTransport final : public Transport {
           absl::StrCat("coordinator at ", coordinator_address), capacity,
           RetryPolicy{}, nullptr);
     }
+  }
+
+  // Waits until every message handed to the transport so far has been
+  // delivered or given up. Returns false when `timeout` passes first.
+  bool WaitUntilDelivered(absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    for (RpcSender* sender :
+         {next_sender_.get(), previous_sender_.get(), coordinator_sender_.get()}) {
+      if (sender != nullptr &&
+          !sender->WaitUntilIdle(deadline - absl::Now())) {
+        return false;
+      }
+    }
+    return true;
   }
 
   // Stops every sender, so a compute thread blocked on a full queue returns.
@@ -157,6 +174,8 @@ class LayerServiceImpl::Runtime {
     if (!group.ok()) return group.status();
     runtime->worker_ = std::make_unique<GroupWorker>(
         *std::move(group), 2 * runtime->spec_.cache_capacity() + 8);
+    runtime->fingerprint_ = SpecFingerprint(runtime->spec_);
+    runtime->min_batch_id_ = request.min_batch_id();
     return runtime;
   }
 
@@ -170,12 +189,17 @@ class LayerServiceImpl::Runtime {
 
   const Group& group() const { return worker_->group(); }
   GroupWorker& worker() { return *worker_; }
+  GrpcTransport& transport() { return *transport_; }
   const v1::JobSpec& spec() const { return spec_; }
+  uint64_t fingerprint() const { return fingerprint_; }
+  int64_t min_batch_id() const { return min_batch_id_; }
 
  private:
   Runtime() = default;
 
   v1::JobSpec spec_;
+  uint64_t fingerprint_ = 0;
+  int64_t min_batch_id_ = 0;
   std::unique_ptr<GrpcTransport> transport_;
   // Declared last so the compute thread stops before the transport goes.
   std::unique_ptr<GroupWorker> worker_;
@@ -200,6 +224,12 @@ grpc::Status NotConfigured() {
                       "call Configure first");
 }
 
+absl::Status StaleBatch(int64_t batch_id, int64_t min_batch_id) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "batch ", batch_id, " was sent before this group was configured again "
+      "for a recovery; it accepts batch ids from ", min_batch_id));
+}
+
 grpc::Status Rejected(const char* method, const absl::Status& status) {
   LOG_EVERY_N(WARNING, 100) << method << " rejected (" << google::COUNTER
                             << " so far, 1 in 100 logged): " << status;
@@ -210,11 +240,33 @@ grpc::Status Rejected(const char* method, const absl::Status& status) {
 
 grpc::Status LayerServiceImpl::HandleConfigure(
     const v1::ConfigureRequest* request, v1::ConfigureResponse* response) {
+  if (request->restore_checkpoint_id() < 0 || request->min_batch_id() < 0) {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("restore_checkpoint_id ", request->restore_checkpoint_id(),
+                     " and min_batch_id ", request->min_batch_id(),
+                     " must not be negative"));
+  }
+  if (request->restore_checkpoint_id() > 0 &&
+      !options_.checkpoint_directory.has_value()) {
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("cannot restore checkpoint ",
+                     request->restore_checkpoint_id(),
+                     ": this synthgrad_layer runs without --checkpoint_dir"));
+  }
   absl::StatusOr<std::shared_ptr<Runtime>> runtime =
       Runtime::Create(*request, &group_metrics_, options_.link_latency);
   if (!runtime.ok()) {
     LOG(ERROR) << "Configure rejected: " << runtime.status();
     return ToGrpcStatus(runtime.status());
+  }
+  if (request->restore_checkpoint_id() > 0) {
+    absl::Status status = Restore(**runtime, request->restore_checkpoint_id());
+    if (!status.ok()) {
+      LOG(ERROR) << "Configure cannot restore: " << status;
+      return ToGrpcStatus(status);
+    }
   }
   const Group& group = (*runtime)->group();
   LOG(INFO) << "configured group " << group.index() << " of "
@@ -224,6 +276,7 @@ grpc::Status LayerServiceImpl::HandleConfigure(
             << group.parameter_count() << " parameters, input width "
             << group.input_dim() << ", output width " << group.output_dim();
   response->set_parameter_count(group.parameter_count());
+  response->set_step(group.stats().step);
 
   std::shared_ptr<Runtime> previous;
   {
@@ -232,8 +285,8 @@ grpc::Status LayerServiceImpl::HandleConfigure(
     runtime_ = *std::move(runtime);
   }
   if (previous != nullptr && previous->worker().queue_depth() > 0) {
-    // NOTE: nothing stops a Configure from replacing a group in the middle of
-    // a job; the coordinator only configures at job start.
+    // The coordinator configures again in the middle of a job only to
+    // recover, and then it feeds the dropped batches again.
     LOG(WARNING) << "Configure replaced group " << previous->group().index()
                  << " while " << previous->worker().queue_depth()
                  << " events were still queued; they are dropped";
@@ -249,6 +302,10 @@ grpc::Status LayerServiceImpl::HandleForward(const v1::ForwardRequest* request) 
   std::shared_ptr<Runtime> runtime = CurrentRuntime();
   if (runtime == nullptr) return NotConfigured();
   const Group& group = runtime->group();
+  if (request->batch_id() < runtime->min_batch_id()) {
+    runtime->worker().CountRejected(absl::StatusCode::kFailedPrecondition);
+    return Rejected("Forward", StaleBatch(request->batch_id(), runtime->min_batch_id()));
+  }
 
   if (request->mode() != v1::BATCH_MODE_TRAIN &&
       request->mode() != v1::BATCH_MODE_EVAL &&
@@ -286,6 +343,10 @@ grpc::Status LayerServiceImpl::HandleGradient(
   std::shared_ptr<Runtime> runtime = CurrentRuntime();
   if (runtime == nullptr) return NotConfigured();
   const Group& group = runtime->group();
+  if (request->batch_id() < runtime->min_batch_id()) {
+    runtime->worker().CountRejected(absl::StatusCode::kFailedPrecondition);
+    return Rejected("Gradient", StaleBatch(request->batch_id(), runtime->min_batch_id()));
+  }
 
   TensorLimits limits;
   limits.cols = group.output_dim();
@@ -358,6 +419,86 @@ grpc::Status LayerServiceImpl::HandleGetParameters(
     }
     response->set_step(group.stats().step);
   });
+  return grpc::Status::OK;
+}
+
+absl::Status LayerServiceImpl::Restore(Runtime& runtime, int64_t checkpoint_id) {
+  const CheckpointDirectory& directory = *options_.checkpoint_directory;
+  const int index = runtime.group().index();
+  const std::string path =
+      directory.GroupPath(runtime.fingerprint(), index, checkpoint_id);
+  v1::GroupCheckpoint checkpoint;
+  absl::Status status = ReadCheckpointFile(path, &checkpoint);
+  if (!status.ok()) return status;
+  if (checkpoint.checkpoint_id() != checkpoint_id) {
+    return absl::DataLossError(
+        absl::StrCat(path, " holds checkpoint ", checkpoint.checkpoint_id(),
+                     ", not ", checkpoint_id));
+  }
+  runtime.worker().RunOnComputeThread([&](Group& group) {
+    status = group.RestoreCheckpoint(checkpoint);
+  });
+  if (!status.ok()) {
+    return absl::Status(status.code(),
+                        absl::StrCat(path, ": ", status.message()));
+  }
+  LOG(INFO) << "group " << index << " restored checkpoint " << checkpoint_id
+            << " at step " << checkpoint.step() << " from " << path;
+  return absl::OkStatus();
+}
+
+grpc::Status LayerServiceImpl::HandleCheckpoint(
+    const v1::CheckpointRequest* request, v1::CheckpointResponse* response) {
+  std::shared_ptr<Runtime> runtime = CurrentRuntime();
+  if (runtime == nullptr) return NotConfigured();
+  if (!options_.checkpoint_directory.has_value()) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "this synthgrad_layer runs without --checkpoint_dir, "
+                        "so it cannot write checkpoints");
+  }
+  if (request->checkpoint_id() <= 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("checkpoint_id must be positive, got ",
+                                     request->checkpoint_id()));
+  }
+  absl::MutexLock checkpoint_lock(&checkpoint_mu_);
+  const absl::Time start = absl::Now();
+
+  // The snapshot runs after every event queued so far. Waiting for the
+  // outgoing messages afterwards means that a checkpoint taken next on the
+  // previous group includes the gradients this group sent it.
+  v1::GroupCheckpoint checkpoint;
+  runtime->worker().RunOnComputeThread(
+      [&checkpoint](Group& group) { group.SaveCheckpoint(&checkpoint); });
+  checkpoint.set_checkpoint_id(request->checkpoint_id());
+  if (!runtime->transport().WaitUntilDelivered(absl::Seconds(30))) {
+    return grpc::Status(
+        grpc::StatusCode::UNAVAILABLE,
+        absl::StrCat("checkpoint ", request->checkpoint_id(),
+                     ": this group's outgoing messages were not delivered "
+                     "within 30 s; is the next or previous group down?"));
+  }
+
+  const CheckpointDirectory& directory = *options_.checkpoint_directory;
+  const int index = runtime->group().index();
+  absl::Status status =
+      directory.CreateJobFolders(runtime->fingerprint(), index);
+  const std::string path = directory.GroupPath(runtime->fingerprint(), index,
+                                               request->checkpoint_id());
+  if (status.ok()) status = WriteCheckpointFile(path, checkpoint);
+  if (!status.ok()) {
+    LOG(ERROR) << "checkpoint " << request->checkpoint_id() << " failed: "
+               << status;
+    return ToGrpcStatus(status);
+  }
+  directory.PruneGroupCheckpoints(runtime->fingerprint(), index,
+                                  kKeptCheckpoints);
+  response->set_step(checkpoint.step());
+  response->set_bytes(static_cast<int64_t>(checkpoint.ByteSizeLong()));
+  LOG(INFO) << "group " << index << " wrote checkpoint "
+            << request->checkpoint_id() << " at step " << checkpoint.step()
+            << " (" << response->bytes() << " bytes) to " << path << " in "
+            << absl::ToDoubleSeconds(absl::Now() - start) << " s";
   return grpc::Status::OK;
 }
 

@@ -10,19 +10,29 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "common/checkpoint.h"
 #include "prometheus/registry.h"
 #include "services/metrics.h"
 #include "synthgrad/v1/synthgrad.grpc.pb.h"
 
 namespace synthgrad {
 
+// Checkpoints a group keeps; older ones are deleted after each write. The
+// coordinator restores the newest one that every process finished, which is
+// at most one behind a group's newest.
+inline constexpr int kKeptCheckpoints = 3;
+
 struct LayerServiceOptions {
   // Added to every Forward and Gradient sent to a neighbouring group, to
   // emulate a slower link in experiments. Zero in normal use.
   std::chrono::microseconds link_latency{0};
+  // Where Checkpoint writes and Configure restores from. Without it both
+  // fail with FAILED_PRECONDITION.
+  std::optional<CheckpointDirectory> checkpoint_directory;
 };
 
 class LayerServiceImpl final : public v1::LayerService::Service {
@@ -57,6 +67,12 @@ class LayerServiceImpl final : public v1::LayerService::Service {
                              v1::GetParametersResponse* response) override {
     return rpc_metrics_.Timed("GetParameters", [&] { return HandleGetParameters(response); });
   }
+  grpc::Status Checkpoint(grpc::ServerContext* context,
+                          const v1::CheckpointRequest* request,
+                          v1::CheckpointResponse* response) override {
+    return rpc_metrics_.Timed("Checkpoint",
+                              [&] { return HandleCheckpoint(request, response); });
+  }
 
  private:
   // The transport, group and compute thread of one configured job.
@@ -68,6 +84,11 @@ class LayerServiceImpl final : public v1::LayerService::Service {
   grpc::Status HandleGradient(const v1::GradientRequest* request);
   grpc::Status HandleGetStatus(v1::GroupStatus* response);
   grpc::Status HandleGetParameters(v1::GetParametersResponse* response);
+  grpc::Status HandleCheckpoint(const v1::CheckpointRequest* request,
+                                v1::CheckpointResponse* response);
+
+  // Loads checkpoint `checkpoint_id` into the new runtime's group.
+  absl::Status Restore(Runtime& runtime, int64_t checkpoint_id);
 
   // Returns the current runtime, or null before the first Configure.
   std::shared_ptr<Runtime> CurrentRuntime() ABSL_LOCKS_EXCLUDED(mu_);
@@ -80,6 +101,9 @@ class LayerServiceImpl final : public v1::LayerService::Service {
   std::shared_ptr<Runtime> runtime_ ABSL_GUARDED_BY(mu_);
   // Requests rejected before any group was configured.
   int64_t rejected_unconfigured_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Held while a checkpoint is written, so two never interleave.
+  absl::Mutex checkpoint_mu_;
 };
 
 }  // namespace synthgrad

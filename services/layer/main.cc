@@ -7,6 +7,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "glog/logging.h"
+#include "common/checkpoint.h"
 #include "services/flags_util.h"
 #include "services/layer/layer_service.h"
 #include "services/metrics.h"
@@ -30,6 +31,10 @@ ABSL_FLAG(double, link_latency_ms, 0.0,
           "Milliseconds added before every Forward and Gradient this group "
           "sends to a neighbouring group, to emulate a slower link in "
           "experiments. 0 in normal use.");
+ABSL_FLAG(std::string, checkpoint_dir, "",
+          "Folder for this group's checkpoints, created if missing. Every "
+          "checkpoint path lies inside it; the coordinator only sends "
+          "checkpoint ids. Empty disables checkpoints and restores.");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound port number is written to this file once the "
           "server accepts calls.");
@@ -40,7 +45,7 @@ int main(int argc, char** argv) {
       argc, argv,
       "Serves one synthgrad layer group over gRPC (synthgrad.v1.LayerService).\n"
       "Usage: synthgrad_layer [--bind_address=IP] [--port=N] "
-      "[--port_file=PATH] [--metrics_port=N]");
+      "[--port_file=PATH] [--metrics_port=N] [--checkpoint_dir=DIR]");
 
   // Metrics first: a taken metrics port is reported before gRPC starts.
   auto registry = std::make_shared<prometheus::Registry>();
@@ -63,6 +68,16 @@ int main(int argc, char** argv) {
   synthgrad::LayerServiceOptions options;
   options.link_latency = std::chrono::microseconds(
       static_cast<int64_t>(link_latency_ms * 1000.0));
+  if (!absl::GetFlag(FLAGS_checkpoint_dir).empty()) {
+    absl::StatusOr<synthgrad::CheckpointDirectory> directory =
+        synthgrad::CheckpointDirectory::Open(absl::GetFlag(FLAGS_checkpoint_dir));
+    if (!directory.ok()) {
+      LOG(ERROR) << "--checkpoint_dir: " << directory.status().message();
+      return 1;
+    }
+    LOG(INFO) << "checkpoints go to " << directory->root();
+    options.checkpoint_directory = *std::move(directory);
+  }
   synthgrad::LayerServiceImpl service(*registry, options);
   int port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server = synthgrad::StartServer(
