@@ -217,6 +217,12 @@ absl::StatusOr<CheckpointDirectory> CheckpointDirectory::Open(
   if (root.empty()) {
     return absl::InvalidArgumentError("the checkpoint folder path is empty");
   }
+  // Creates missing parents too, like mkdir -p.
+  for (size_t slash = root.find('/', 1); slash != std::string::npos;
+       slash = root.find('/', slash + 1)) {
+    absl::Status status = MakeFolder(root.substr(0, slash));
+    if (!status.ok()) return status;
+  }
   absl::Status status = MakeFolder(root);
   if (!status.ok()) return status;
   char resolved[PATH_MAX];

@@ -1,5 +1,7 @@
 // Real layer-group and coordinator servers on loopback ports chosen by the
 // kernel, driven through their gRPC stubs.
+#include <stdlib.h>
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -13,8 +15,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "grpcpp/generic/generic_stub.h"
+#include "common/checkpoint.h"
 #include "common/dataset.h"
 #include "common/in_process_trainer.h"
 #include "common/job_spec.h"
@@ -37,9 +41,12 @@ class ServicesTest : public ::testing::Test {
  protected:
   static constexpr int kGroups = 3;
 
+  // Options of layer service `index`; subclasses add a checkpoint folder.
+  virtual LayerServiceOptions LayerOptions(int index) { return {}; }
+
   void SetUp() override {
     for (int i = 0; i < kGroups; ++i) {
-      layers_.push_back(std::make_unique<LayerServiceImpl>(registry_));
+      layers_.push_back(std::make_unique<LayerServiceImpl>(registry_, LayerOptions(i)));
       int port = 0;
       auto server = StartServer("127.0.0.1", 0, {layers_.back().get()}, &port);
       ASSERT_TRUE(server.ok()) << server.status();
@@ -124,6 +131,27 @@ class ServicesTest : public ::testing::Test {
     request.set_coordinator_address(coordinator_address_);
     v1::ConfigureResponse response;
     return layer_stubs_[group]->Configure(&context, request, &response);
+  }
+
+  grpc::Status ConfigureRestore(int group, const v1::JobSpec& spec,
+                                int64_t checkpoint_id, int64_t min_batch_id,
+                                v1::ConfigureResponse* response) {
+    grpc::ClientContext context;
+    v1::ConfigureRequest request;
+    *request.mutable_spec() = spec;
+    request.set_group_index(group);
+    request.set_coordinator_address(coordinator_address_);
+    request.set_restore_checkpoint_id(checkpoint_id);
+    request.set_min_batch_id(min_batch_id);
+    return layer_stubs_[group]->Configure(&context, request, response);
+  }
+
+  grpc::Status Checkpoint(int group, int64_t checkpoint_id,
+                          v1::CheckpointResponse* response) {
+    grpc::ClientContext context;
+    v1::CheckpointRequest request;
+    request.set_checkpoint_id(checkpoint_id);
+    return layer_stubs_[group]->Checkpoint(&context, request, response);
   }
 
   grpc::Status Forward(int group, const v1::ForwardRequest& request) {
@@ -704,6 +732,140 @@ TEST_F(ServicesTest, UnreachableGroupFailsJobNamingAddress) {
   const v1::JobStatus job = WaitForJob(job_id, std::chrono::seconds(90));
   EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
   EXPECT_THAT(job.message(), HasSubstr(layer_addresses_[1]));
+}
+
+// Layer services with a checkpoint folder each, under the test's temporary
+// folder.
+class CheckpointServicesTest : public ServicesTest {
+ protected:
+  LayerServiceOptions LayerOptions(int index) override {
+    if (root_.empty()) {
+      std::string pattern = ::testing::TempDir() + "/synthgrad-services-XXXXXX";
+      EXPECT_NE(::mkdtemp(pattern.data()), nullptr);
+      root_ = pattern;
+    }
+    absl::StatusOr<CheckpointDirectory> directory =
+        CheckpointDirectory::Open(absl::StrCat(root_, "/group-", index));
+    EXPECT_TRUE(directory.ok()) << directory.status();
+    LayerServiceOptions options;
+    options.checkpoint_directory = *std::move(directory);
+    return options;
+  }
+
+  std::string root_;
+};
+
+TEST_F(ServicesTest, CheckpointNeedsCheckpointDir) {
+  v1::CheckpointResponse response;
+  EXPECT_EQ(Checkpoint(0, 1, &response).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);  // Not configured yet.
+  const v1::JobSpec spec = Spec(v1::TRAINING_MODE_DNI);
+  ASSERT_TRUE(Configure(0, spec).ok());
+  const grpc::Status status = Checkpoint(0, 1, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("--checkpoint_dir"));
+
+  v1::ConfigureResponse configured;
+  const grpc::Status restore = ConfigureRestore(0, spec, 3, 0, &configured);
+  EXPECT_EQ(restore.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(restore.error_message(), HasSubstr("--checkpoint_dir"));
+}
+
+TEST_F(CheckpointServicesTest, CheckpointRequestsAreValidated) {
+  const v1::JobSpec spec = Spec(v1::TRAINING_MODE_DNI);
+  ASSERT_TRUE(Configure(1, spec).ok());
+  v1::CheckpointResponse response;
+  for (int64_t id : {int64_t{0}, int64_t{-4}}) {
+    const grpc::Status status = Checkpoint(1, id, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << id;
+    EXPECT_THAT(status.error_message(), HasSubstr(absl::StrCat(id))) << id;
+  }
+
+  v1::ConfigureResponse configured;
+  grpc::Status status = ConfigureRestore(1, spec, 9, 0, &configured);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(status.error_message(), HasSubstr("/9.ckpt"));
+  status = ConfigureRestore(1, spec, -1, 0, &configured);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  status = ConfigureRestore(1, spec, 0, -1, &configured);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // A checkpoint of group 1 restores only into group 1 of the same spec.
+  ASSERT_TRUE(Checkpoint(1, 5, &response).ok());
+  v1::JobSpec other = spec;
+  other.set_seed(spec.seed() + 1);
+  status = ConfigureRestore(1, other, 5, 0, &configured);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(CheckpointServicesTest, RestoreReturnsSavedParametersAndFencesOldBatches) {
+  v1::JobSpec spec = Spec(v1::TRAINING_MODE_DNI);
+  spec.set_epochs(1);
+  spec.mutable_data()->set_train_limit(2560);
+  spec.mutable_data()->set_test_limit(512);
+  spec.set_shard_batches(2);
+  spec.set_checkpoint_interval_shards(2);
+  std::string job_id;
+  ASSERT_TRUE(StartJob(spec, &job_id).ok());
+  const v1::JobStatus job = WaitForJob(job_id);
+  ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.message();
+  // 10 batches, a checkpoint before batches 4 and 8.
+  EXPECT_EQ(job.checkpoint_id(), 2);
+  EXPECT_EQ(job.batches_fed(), 10);
+  EXPECT_EQ(job.batches_refed(), 0);
+  EXPECT_EQ(job.recoveries(), 0);
+
+  ApplyJobDefaults(&spec);
+  std::vector<v1::GetParametersResponse> saved;
+  for (int i = kGroups - 1; i >= 0; --i) {
+    v1::CheckpointResponse response;
+    ASSERT_TRUE(Checkpoint(i, 100, &response).ok()) << "group " << i;
+    EXPECT_GT(response.bytes(), 0);
+  }
+  for (int i = 0; i < kGroups; ++i) saved.push_back(Parameters(i));
+
+  for (int i = 0; i < kGroups; ++i) {
+    v1::ConfigureResponse fresh;
+    ASSERT_TRUE(ConfigureRestore(i, spec, 0, 0, &fresh).ok());
+    EXPECT_EQ(fresh.step(), 0);
+    v1::ConfigureResponse restored;
+    ASSERT_TRUE(ConfigureRestore(i, spec, 100, 1000, &restored).ok()) << "group " << i;
+    EXPECT_EQ(restored.step(), saved[i].step());
+    const v1::GetParametersResponse now = Parameters(i);
+    EXPECT_EQ(now.SerializeAsString(), saved[i].SerializeAsString()) << "group " << i;
+  }
+
+  // Batch ids below min_batch_id come from before the recovery.
+  v1::ForwardRequest stale;
+  stale.set_batch_id(999);
+  stale.set_mode(v1::BATCH_MODE_TRAIN);
+  stale.mutable_activations()->add_shape(1);
+  stale.mutable_activations()->add_shape(784);
+  stale.mutable_activations()->mutable_data()->Resize(784, 0.0f);
+  stale.add_labels(0);
+  grpc::Status status = Forward(0, stale);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("batch 999"));
+  v1::GradientRequest stale_gradient;
+  stale_gradient.set_batch_id(998);
+  status = Gradient(1, stale_gradient);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+
+  // A corrupt file is reported as DATA_LOSS and the old runtime stays.
+  const uint64_t fingerprint = SpecFingerprint(spec);
+  const std::string path = absl::StrCat(root_, "/group-2/job-",
+                                        absl::Hex(fingerprint, absl::kZeroPad16),
+                                        "/group-2/100.ckpt");
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(file.good()) << path;
+  file.seekp(100);
+  file.put('\x7f');
+  file.close();
+  v1::ConfigureResponse corrupt;
+  status = ConfigureRestore(2, spec, 100, 1000, &corrupt);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_THAT(status.error_message(), HasSubstr("CRC-32"));
+  EXPECT_EQ(Parameters(2).SerializeAsString(), saved[2].SerializeAsString());
 }
 
 }  // namespace
