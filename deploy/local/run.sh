@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Runs the main job on this machine: three synthgrad_layer services and a
 # synthgrad_coordinator on free loopback ports, then `synthgradctl train` on
-# a job spec (default: the three-group DNI MLP on Fashion-MNIST). Every
-# process it starts is stopped on exit, on failure and on Ctrl-C.
+# a job spec (default: the three-group DNI MLP on Fashion-MNIST). A group
+# that exits on its own is started again on the same port, and the
+# coordinator restores the job from its latest checkpoint. Every process it
+# starts is stopped on exit, on failure and on Ctrl-C, the coordinator first
+# so that it writes a final checkpoint.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 usage() {
   cat <<USAGE
 Usage: deploy/local/run.sh [--spec FILE] [--build_dir DIR] [--skip_setup] [--prometheus]
-                           [--link_latency_ms N] [-- SYNTHGRADCTL_FLAGS...]
+                           [--link_latency_ms N] [--checkpoint_dir DIR] [--resume]
+                           [-- SYNTHGRADCTL_FLAGS...]
 
   --spec FILE      job spec (Protobuf text format); default configs/fashion_mnist_dni.textproto
   --build_dir DIR  build folder; default build/ at the top of this repository
@@ -17,6 +21,12 @@ Usage: deploy/local/run.sh [--spec FILE] [--build_dir DIR] [--skip_setup] [--pro
   --link_latency_ms N
                    milliseconds each group adds to every message it sends to a
                    neighbouring group, to emulate a slower link (default 0)
+  --checkpoint_dir DIR
+                   folder for the checkpoints of every process; default
+                   BUILD_DIR/checkpoints. The spec's checkpoint_interval_shards
+                   sets how often they are written.
+  --resume         continue the job with this spec from its latest checkpoint in
+                   --checkpoint_dir (after run.sh was stopped or the machine restarted)
   --prometheus     also start Debian's prometheus on a free loopback port, scraping
                    every process with deploy/prometheus/rules.yml; its URL is printed
                    and it keeps running until you press Enter after training
@@ -31,6 +41,8 @@ build_dir=$root/build
 skip_setup=0
 with_prometheus=0
 link_latency_ms=0
+checkpoint_dir=
+resume=()
 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -42,6 +54,9 @@ while [[ $# -gt 0 ]]; do
     --prometheus) with_prometheus=1; shift ;;
     --link_latency_ms) link_latency_ms=${2:?--link_latency_ms needs a value}; shift 2 ;;
     --link_latency_ms=*) link_latency_ms=${1#--link_latency_ms=}; shift ;;
+    --checkpoint_dir) checkpoint_dir=${2:?--checkpoint_dir needs a folder}; shift 2 ;;
+    --checkpoint_dir=*) checkpoint_dir=${1#--checkpoint_dir=}; shift ;;
+    --resume) resume=(--resume); shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -68,14 +83,22 @@ for binary in "$layer" "$coordinator" "$ctl"; do
 done
 
 logs=$build_dir/run-logs
-mkdir -p "$logs"
+checkpoint_dir=$(realpath -m "${checkpoint_dir:-$build_dir/checkpoints}")
+mkdir -p "$logs" "$checkpoint_dir"
 run_dir=$(mktemp -d)
 pids=()
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
+  # In start order reversed: synthgradctl, the coordinator (which drains the
+  # batches in flight and writes a final checkpoint while the groups still
+  # run), then the groups and prometheus.
+  local index
+  for ((index = ${#pids[@]} - 1; index >= 0; index--)); do
+    kill -TERM "${pids[$index]}" 2>/dev/null || true
+    if [[ ${pids[$index]} == "${coordinator_pid:-}" ]]; then
+      wait "${pids[$index]}" 2>/dev/null || true
+    fi
   done
   for pid in "${pids[@]}"; do
     wait "$pid" 2>/dev/null || true
@@ -110,21 +133,45 @@ wait_for_port() {
   return 1
 }
 
+# Runs group $1 and starts it again, on the ports it first bound, whenever
+# it exits without being told to stop. Runs in a background subshell; its
+# TERM handler stops the group.
+supervise_group() {
+  local i=$1 port=0 metrics_port=0 child= exit_status
+  trap 'touch "$run_dir/stopping-$i"; [[ -n $child ]] && kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 0' TERM
+  while true; do
+    "$layer" --port "$port" --port_file "$run_dir/group-$i.port" \
+      --link_latency_ms "$link_latency_ms" --checkpoint_dir "$checkpoint_dir/group-$i" \
+      --metrics_port "$metrics_port" --metrics_port_file "$run_dir/group-$i.metrics" \
+      >>"$logs/group-$i.log" 2>&1 &
+    child=$!
+    echo "$child" >"$run_dir/group-$i.pid"
+    exit_status=0
+    wait "$child" || exit_status=$?
+    [[ -f $run_dir/stopping-$i ]] && exit 0
+    port=$(cat "$run_dir/group-$i.port")
+    metrics_port=$(cat "$run_dir/group-$i.metrics")
+    echo "run.sh: group-$i (pid $child) exited with status $exit_status; starting it again on port $port" >&2
+    sleep 1
+  done
+}
+
 # Checks the spec with the same flags before any service starts.
 validated=$("$ctl" validate --spec "$spec" "${extra[@]}") || exit 2
 group_count=${validated#groups: }
 addresses=()
 metrics_ports=()
 for ((i = 0; i < group_count; i++)); do
-  "$layer" --port 0 --port_file "$run_dir/group-$i.port" --link_latency_ms "$link_latency_ms" \
-    --metrics_port 0 --metrics_port_file "$run_dir/group-$i.metrics" >"$logs/group-$i.log" 2>&1 &
+  supervise_group "$i" &
   pids+=($!)
   port=$(wait_for_port "$run_dir/group-$i.port" "$!" "group-$i")
   addresses+=("127.0.0.1:$port")
   metrics_ports+=("$(wait_for_port "$run_dir/group-$i.metrics" "$!" "group-$i")")
 done
 "$coordinator" --port 0 --port_file "$run_dir/coordinator.port" \
+  --checkpoint_dir "$checkpoint_dir/coordinator" \
   --metrics_port 0 --metrics_port_file "$run_dir/coordinator.metrics" >"$logs/coordinator.log" 2>&1 &
+coordinator_pid=$!
 pids+=($!)
 coordinator_port=$(wait_for_port "$run_dir/coordinator.port" "$!" coordinator)
 coordinator_metrics=$(wait_for_port "$run_dir/coordinator.metrics" "$!" coordinator)
@@ -154,18 +201,20 @@ fi
 
 echo "groups: ${addresses[*]}; coordinator: 127.0.0.1:$coordinator_port"
 echo "metrics: coordinator http://127.0.0.1:$coordinator_metrics/metrics, groups ports ${metrics_ports[*]}"
+echo "checkpoints: $checkpoint_dir"
 "$ctl" train --spec "$spec" --coordinator "127.0.0.1:$coordinator_port" \
-  --group_addresses "$(IFS=,; echo "${addresses[*]}")" "${extra[@]}" &
+  --group_addresses "$(IFS=,; echo "${addresses[*]}")" "${resume[@]}" "${extra[@]}" &
 ctl_pid=$!
-pids=("$ctl_pid" "${pids[@]}")
+pids+=("$ctl_pid")
 wait "$ctl_pid"
 "$ctl" status --coordinator "127.0.0.1:$coordinator_port"
-# Peak resident memory (VmHWM) of each service, read before they stop.
+# Peak resident memory (VmHWM) of each service, read before they stop. A
+# group that was started again reports its latest process only.
 for ((i = 0; i < group_count; i++)); do
-  pid=${pids[$((i + 1))]}
+  pid=$(cat "$run_dir/group-$i.pid")
   printf 'peak memory: group-%d %s\n' "$i" "$(awk '/^VmHWM/ {print $2, $3}' "/proc/$pid/status" 2>/dev/null)"
 done
-printf 'peak memory: coordinator %s\n' "$(awk '/^VmHWM/ {print $2, $3}' "/proc/${pids[$((group_count + 1))]}/status" 2>/dev/null)"
+printf 'peak memory: coordinator %s\n' "$(awk '/^VmHWM/ {print $2, $3}' "/proc/$coordinator_pid/status" 2>/dev/null)"
 if [[ $with_prometheus -eq 1 && -t 0 ]]; then
   read -r -p "Training done; Prometheus stays up at http://127.0.0.1:$prometheus_port until you press Enter. "
 fi
