@@ -99,6 +99,21 @@ leaf='basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n'
 issue peer ca "${leaf}extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
 issue client ca "${leaf}extendedKeyUsage=clientAuth\n"
 issue rogue untrusted-ca "${leaf}extendedKeyUsage=clientAuth\n"
+# An expired certificate: `openssl x509 -req` in OpenSSL 3.0 cannot set
+# past dates, but `openssl ca` can.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/expired.key" 2>/dev/null
+openssl req -new -key "$work/expired.key" -subj "/CN=synthgrad test expired" -out "$work/expired.csr"
+mkdir "$work/ca-db"
+touch "$work/ca-db/index.txt"
+echo 01 >"$work/ca-db/serial"
+printf '[ca]\ndefault_ca = test\n[test]\ndatabase = %s\nnew_certs_dir = %s\nserial = %s\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n' \
+  "$work/ca-db/index.txt" "$work/ca-db" "$work/ca-db/serial" >"$work/ca-db/ca.cnf"
+openssl ca -batch -config "$work/ca-db/ca.cnf" -cert "$work/ca.crt" -keyfile "$work/ca.key" \
+  -in "$work/expired.csr" -out "$work/expired.crt" -notext \
+  -startdate 20200101000000Z -enddate 20200102000000Z 2>/dev/null
+# The peer key with a passphrase, which gRPC cannot use.
+openssl pkey -in "$work/peer.key" -aes256 -passout pass:secret -out "$work/encrypted.key"
+
 openssl verify -CAfile "$work/ca.crt" "$work/peer.crt" "$work/client.crt" >/dev/null
 if openssl verify -CAfile "$work/ca.crt" "$work/rogue.crt" >/dev/null 2>&1; then
   fail "rogue.crt verifies against ca.crt; the untrusted CA is not separate"
@@ -143,6 +158,12 @@ expect_startup_error "client certificates without a CA" "--tls_require_client_ce
 expect_startup_error "key file as CA bundle" "contains no PEM certificate" \
   "$layer" "${no_ports[@]}" "--tls_cert_file=$work/peer.crt" "--tls_key_file=$work/peer.key" \
   "--tls_ca_file=$work/peer.key"
+expect_startup_error "expired certificate" "expired on Jan  2 00:00:00 2020 GMT" \
+  "$layer" "${no_ports[@]}" "--tls_cert_file=$work/expired.crt" "--tls_key_file=$work/expired.key" \
+  "--tls_ca_file=$work/ca.crt"
+expect_startup_error "encrypted private key" "--tls_key_file=$work/encrypted.key is not an unencrypted PEM private key" \
+  "$coordinator" "${no_ports[@]}" "--tls_cert_file=$work/peer.crt" "--tls_key_file=$work/encrypted.key" \
+  "--tls_ca_file=$work/ca.crt"
 expect_startup_error "certificate without key" "--tls_cert_file is set but --tls_key_file is empty" \
   "$coordinator" "${no_ports[@]}" "--tls_cert_file=$work/peer.crt" "--tls_ca_file=$work/ca.crt"
 expect_startup_error "server with only a CA" "a server needs its own certificate" \
