@@ -226,7 +226,9 @@ int Train() {
           "StartJob at ", absl::GetFlag(FLAGS_coordinator), " failed: ",
           status.error_message(),
           status.error_code() == grpc::StatusCode::UNAVAILABLE
-              ? "; is synthgrad_coordinator running there? (see --coordinator)"
+              ? "; is synthgrad_coordinator running there, and do its TLS "
+                "settings match this client's? (see --coordinator and "
+                "docs/security.md)"
               : ""));
       return status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? 2 : 1;
     }
