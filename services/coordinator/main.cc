@@ -39,8 +39,8 @@ int main(int argc, char** argv) {
       argc, argv,
       "Runs synthgrad training jobs (synthgrad.v1.CoordinatorService).\n"
       "Usage: synthgrad_coordinator [--bind_address=IP] [--port=N] "
-      "[--port_file=PATH] [--metrics_port=N] [--advertise_address=HOST:PORT] "
-      "[--tls_cert_file=PEM ...]");
+      "[--port_file=PATH] [--metrics_port=N] [--advertise_address=HOST:PORT]");
+
   if (absl::Status tls = synthgrad::ConfigureTlsFromFlags(
           synthgrad::TlsRole::kServer);
       !tls.ok()) {

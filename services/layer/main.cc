@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
       argc, argv,
       "Serves one synthgrad layer group over gRPC (synthgrad.v1.LayerService).\n"
       "Usage: synthgrad_layer [--bind_address=IP] [--port=N] "
-      "[--port_file=PATH] [--metrics_port=N] [--tls_cert_file=PEM ...]");
+      "[--port_file=PATH] [--metrics_port=N]");
+
   if (absl::Status tls = synthgrad::ConfigureTlsFromFlags(
           synthgrad::TlsRole::kServer);
       !tls.ok()) {
