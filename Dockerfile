@@ -17,6 +17,7 @@ RUN apt-get update \
       build-essential cmake pkg-config \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
       libeigen3-dev libabsl-dev libgoogle-glog-dev zlib1g-dev prometheus-cpp-dev \
+      libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 
 # -march for every target; x86-64-v3 needs AVX2 and FMA on the machine that

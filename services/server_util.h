@@ -33,14 +33,17 @@ inline constexpr int kMinPingIntervalMs = 20'000;
 // progress finish), so clients resolve DNS again and spread over pods.
 inline constexpr int kMaxConnectionAgeMs = 300'000;
 
-// Creates an insecure channel to `target` (for example "host:port" or
+// Creates a channel to `target` (for example "host:port" or
 // "dns:///name:port") with round-robin load balancing over the resolved
-// addresses, the keepalive settings above and kMaxMessageBytes.
+// addresses, the keepalive settings above and kMaxMessageBytes. The channel
+// uses TLS as the process-wide configuration of services/tls.h sets, and is
+// plaintext without one.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target);
 
 // Starts a server on `bind_address`:`port` (port 0 picks a free port) with
 // `services`, the gRPC health service (reporting SERVING) and server
-// reflection, and stores the bound port in `bound_port`. Port reuse is off,
+// reflection, and stores the bound port in `bound_port`. The port uses TLS
+// as the process-wide configuration of services/tls.h sets. Port reuse is off,
 // so a port that another process is bound to fails here. Fails with
 // UNAVAILABLE naming the address when it cannot listen, for example because
 // the port is taken.

@@ -10,6 +10,7 @@
 #include "services/flags_util.h"
 #include "services/metrics.h"
 #include "services/server_util.h"
+#include "services/tls.h"
 
 ABSL_FLAG(std::string, bind_address, "127.0.0.1",
           "IP address the gRPC server listens on; 0.0.0.0 for every "
@@ -47,6 +48,13 @@ int main(int argc, char** argv) {
       "Usage: synthgrad_coordinator [--bind_address=IP] [--port=N] "
       "[--port_file=PATH] [--metrics_port=N] [--advertise_address=HOST:PORT] "
       "[--checkpoint_dir=DIR]");
+
+  if (absl::Status tls = synthgrad::ConfigureTlsFromFlags(
+          synthgrad::TlsRole::kServer);
+      !tls.ok()) {
+    LOG(ERROR) << tls.message();
+    return 1;
+  }
 
   const std::string bind_address = absl::GetFlag(FLAGS_bind_address);
   // Metrics first: a taken metrics port is reported before gRPC starts.

@@ -23,6 +23,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "services/flags_util.h"
 #include "services/server_util.h"
+#include "services/tls.h"
 #include "synthgrad/v1/synthgrad.grpc.pb.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:50050",
@@ -72,7 +73,9 @@ constexpr char kUsage[] =
     "  synthgradctl status [--coordinator=HOST:PORT] [--job_id=ID]\n"
     "      Prints the job's state and a table of its groups.\n"
     "  synthgradctl stop [--coordinator=HOST:PORT] [--job_id=ID]\n"
-    "      Stops the job.";
+    "      Stops the job.\n"
+    "train, status and stop use TLS when --tls_ca_file or --tls_cert_file is "
+    "set (see the --tls_* flags).";
 
 std::atomic<bool> interrupted{false};
 
@@ -237,7 +240,9 @@ int Train() {
           "StartJob at ", absl::GetFlag(FLAGS_coordinator), " failed: ",
           status.error_message(),
           status.error_code() == grpc::StatusCode::UNAVAILABLE
-              ? "; is synthgrad_coordinator running there? (see --coordinator)"
+              ? "; is synthgrad_coordinator running there, and do its TLS "
+                "settings match this client's? (see --coordinator and "
+                "docs/security.md)"
               : ""));
       return status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? 2 : 1;
     }
@@ -497,6 +502,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string command = args[1];
+  // validate contacts no server, so it needs no certificate files.
+  if (command == "train" || command == "status" || command == "stop") {
+    const absl::Status tls =
+        synthgrad::ConfigureTlsFromFlags(synthgrad::TlsRole::kClient);
+    if (!tls.ok()) {
+      synthgrad::Fail(std::string(tls.message()));
+      return 1;
+    }
+  }
   if (command == "train") return synthgrad::Train();
   if (command == "validate") return synthgrad::Validate();
   if (command == "status") return synthgrad::Status();

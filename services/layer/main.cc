@@ -12,6 +12,7 @@
 #include "services/layer/layer_service.h"
 #include "services/metrics.h"
 #include "services/server_util.h"
+#include "services/tls.h"
 
 ABSL_FLAG(std::string, bind_address, "127.0.0.1",
           "IP address the gRPC server listens on; 0.0.0.0 for every "
@@ -46,6 +47,13 @@ int main(int argc, char** argv) {
       "Serves one synthgrad layer group over gRPC (synthgrad.v1.LayerService).\n"
       "Usage: synthgrad_layer [--bind_address=IP] [--port=N] "
       "[--port_file=PATH] [--metrics_port=N] [--checkpoint_dir=DIR]");
+
+  if (absl::Status tls = synthgrad::ConfigureTlsFromFlags(
+          synthgrad::TlsRole::kServer);
+      !tls.ok()) {
+    LOG(ERROR) << tls.message();
+    return 1;
+  }
 
   // Metrics first: a taken metrics port is reported before gRPC starts.
   auto registry = std::make_shared<prometheus::Registry>();

@@ -12,6 +12,12 @@
 // kernel, the loopback targets of the other processes, and a short job
 // (--epochs=1 --train_limit=1024 --test_limit=512).
 //
+// An overlay that mounts Secrets gets the Secret of
+// deploy/k8s/make-tls-secret.sh for its namespace, written to a folder as the
+// kubelet does, and the flags that name files under the mount read from that
+// folder. When the servers use TLS, the health checks use TLS with the
+// server's own certificate, and a plaintext health check must fail.
+//
 // Usage: NODE_PATH=DIR/node_modules command_lines.cjs BUILD_DIR SOURCE_DIR RENDERED_DIR
 "use strict";
 
@@ -88,11 +94,62 @@ function composeDeployment(sourceDir) {
   };
 }
 
-function kubernetesDeployment(file, workDir) {
+// Runs deploy/k8s/make-tls-secret.sh for `namespace` and returns the Secret
+// it writes.
+function makeTlsSecret(sourceDir, namespace, outDir) {
+  const script = path.join(sourceDir, "deploy/k8s/make-tls-secret.sh");
+  const result = childProcess.spawnSync(script, ["--namespace", namespace, "--days", "2", outDir], {
+    encoding: "utf8",
+    timeout: 60000,
+  });
+  if (result.status !== 0) {
+    throw new Error(`${script} failed (exit ${result.status ?? result.signal}): ${result.stderr}`);
+  }
+  const secretFile = fs.readdirSync(outDir).find((name) => name.endsWith("-secret.yaml"));
+  return YAML.parse(fs.readFileSync(path.join(outDir, secretFile), "utf8"));
+}
+
+// Writes the Secret volumes of a pod template to folders, one file per key as
+// the kubelet does, and returns a function that maps a file path under a
+// mount onto its folder.
+function secretPathMapper(object, secret, workDir) {
+  const podSpec = object.spec.template.spec;
+  const mounts = [];
+  for (const mount of podSpec.containers[0].volumeMounts ?? []) {
+    const volume = (podSpec.volumes ?? []).find((entry) => entry.name === mount.name);
+    if (volume?.secret === undefined) {
+      continue;
+    }
+    if (volume.secret.secretName !== secret.metadata.name) {
+      throw new Error(`${object.kind}/${object.metadata.name} mounts Secret ${volume.secret.secretName}, but make-tls-secret.sh writes ${secret.metadata.name}`);
+    }
+    const folder = fs.mkdtempSync(path.join(workDir, `secret-${mount.name}-`));
+    for (const [key, value] of Object.entries(secret.data)) {
+      fs.writeFileSync(path.join(folder, key), Buffer.from(value, "base64"), { mode: 0o600 });
+    }
+    mounts.push({ mountPath: mount.mountPath, folder });
+  }
+  return (arg) => {
+    const match = /^(--[a-z_]+=)(.*)$/.exec(arg);
+    const mount = match && mounts.find((entry) => match[2].startsWith(`${entry.mountPath}/`));
+    return mount ? `${match[1]}${path.join(mount.folder, path.relative(mount.mountPath, match[2]))}` : arg;
+  };
+}
+
+function kubernetesDeployment(file, workDir, sourceDir) {
   const objects = YAML.parseAllDocuments(fs.readFileSync(file, "utf8")).map((doc) => doc.toJS()).filter(Boolean);
   const namespace = objects.find((object) => object.kind === "Namespace").metadata.name;
   const container = (object) => object.spec.template.spec.containers[0];
-  const command = (object) => expandKubernetesVariables(container(object).command, container(object).env, namespace);
+  const mountsSecret = (object) => (object.spec.template.spec.volumes ?? []).some((volume) => volume.secret !== undefined);
+  let secret;
+  const command = (object) => {
+    const args = expandKubernetesVariables(container(object).command, container(object).env, namespace);
+    if (!mountsSecret(object)) {
+      return args;
+    }
+    secret ??= makeTlsSecret(sourceDir, namespace, path.join(workDir, `${path.basename(file, ".yaml")}-tls`));
+    return args.map(secretPathMapper(object, secret, workDir));
+  };
   const statefulSet = objects.find((object) => object.kind === "StatefulSet");
   const deployment = objects.find((object) => object.kind === "Deployment" && object.metadata.name === "coordinator");
   const job = objects.find((object) => object.kind === "Job");
@@ -207,18 +264,42 @@ function readPort(file) {
   }
 }
 
-function healthClient(target) {
+// Returns the value of --name=VALUE in an argument list, or undefined.
+function flagValue(args, name) {
+  const prefix = `--${name}=`;
+  const matches = args.filter((arg) => arg.startsWith(prefix));
+  return matches.length > 0 ? matches[matches.length - 1].slice(prefix.length) : undefined;
+}
+
+const PLAINTEXT = { credentials: grpc.credentials.createInsecure(), options: {} };
+
+// Returns the credentials and channel options of a client that uses a
+// server's own --tls_* flags, or PLAINTEXT when the server has no
+// --tls_ca_file. Node.js deprecates TLS server names that are IP addresses,
+// so TLS clients verify the name localhost, which make-tls-secret.sh puts in
+// the certificate.
+function clientSettingsFor(args) {
+  const caFile = flagValue(args, "tls_ca_file");
+  if (!caFile) {
+    return PLAINTEXT;
+  }
+  const credentials = grpc.credentials.createSsl(fs.readFileSync(caFile),
+    fs.readFileSync(flagValue(args, "tls_key_file")), fs.readFileSync(flagValue(args, "tls_cert_file")));
+  return { credentials, options: { "grpc.ssl_target_name_override": "localhost" } };
+}
+
+function healthClient(target, { credentials, options }) {
   const protoFile = path.join(os.tmpdir(), `synthgrad-health-${process.pid}.proto`);
   fs.writeFileSync(protoFile, HEALTH_PROTO);
   const definition = grpc.loadPackageDefinition(protoLoader.loadSync(protoFile, { enums: String }));
   fs.rmSync(protoFile);
-  return new definition.grpc.health.v1.Health(target, grpc.credentials.createInsecure());
+  return new definition.grpc.health.v1.Health(target, credentials, options);
 }
 
 // Calls grpc.health.v1.Health/Check with the empty service name, as a
 // Kubernetes gRPC probe without `service` does, and returns the status.
-function checkHealth(port) {
-  const client = healthClient(`127.0.0.1:${port}`);
+function checkHealth(port, clientSettings = PLAINTEXT) {
+  const client = healthClient(`127.0.0.1:${port}`, clientSettings);
   return new Promise((resolve, reject) => {
     client.Check({ service: "" }, { deadline: Date.now() + 5000 }, (error, response) => {
       client.close();
@@ -268,16 +349,23 @@ async function checkDeployment(buildDir, deployment, workDir) {
   try {
     for (const server of servers) {
       await server.waitForPorts();
-      const status = await checkHealth(server.port);
+      const status = await checkHealth(server.port, clientSettingsFor(server.args));
       if (status !== "SERVING") {
         throw new Error(`${server.name}: health status ${status}; expected SERVING`);
+      }
+      if (flagValue(server.args, "tls_ca_file")) {
+        const plaintext = await checkHealth(server.port).then((result) => result, (error) => error);
+        if (!(plaintext instanceof Error)) {
+          throw new Error(`${server.name} uses TLS but answered a plaintext Health/Check with ${plaintext}`);
+        }
       }
       const metrics = await fetchMetrics(server.metricsPort);
       if (metrics.status !== 200 || !/^synthgrad_/m.test(metrics.body)) {
         throw new Error(`${server.name}: GET /metrics returned ${metrics.status} without synthgrad_ metrics`);
       }
     }
-    console.log(`ok ${deployment.name}: coordinator and ${deployment.groups.length} groups SERVING, /metrics up`);
+    const tls = flagValue(servers[0].args, "tls_ca_file") ? " over TLS, plaintext rejected" : "";
+    console.log(`ok ${deployment.name}: coordinator and ${deployment.groups.length} groups SERVING${tls}, /metrics up`);
     const summary = runTrain(buildDir, deployment, servers[0], servers.slice(1));
     console.log(`ok ${deployment.name}: ${deployment.train.slice(0, 2).join(" ")}: ${summary}`);
   } finally {
@@ -311,7 +399,7 @@ async function main() {
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "synthgrad-command-lines-"));
   const deployments = [composeDeployment(sourceDir)];
   for (const name of fs.readdirSync(renderedDir).filter((entry) => entry.endsWith(".yaml")).sort()) {
-    deployments.push(kubernetesDeployment(path.join(renderedDir, name), workDir));
+    deployments.push(kubernetesDeployment(path.join(renderedDir, name), workDir, sourceDir));
   }
 
   let failures = 0;

@@ -4,8 +4,10 @@
 // `synthgradctl validate`), the group services, commands and ports of
 // deploy/docker-compose.yml and its Prometheus configuration, and for each
 // rendered Kubernetes overlay the spec ConfigMap, the StatefulSet replicas,
-// ports and probes, the headless Service, the coordinator, the Job and the
-// per-group NetworkPolicies.
+// ports and probes, the headless Service, the coordinator, the Job, the
+// per-group NetworkPolicies and the TLS Secret wiring. The production overlay
+// must use mutual TLS with the Secret that deploy/k8s/make-tls-secret.sh
+// writes, and the certificate of that Secret must name every gRPC target.
 //
 // Usage: NODE_PATH=DIR/node_modules cross_check.cjs BUILD_DIR SOURCE_DIR RENDERED_DIR
 "use strict";
@@ -16,10 +18,15 @@ const os = require("os");
 const path = require("path");
 
 const { loadModule } = require("./node_modules.cjs");
+const { validateDocument } = require("./validate_manifests.cjs");
 const YAML = loadModule("yaml");
 
 const IMAGE_CONFIGS_DIR = "/usr/share/synthgrad/configs";
 const DEFAULT_SPEC = "configs/fashion_mnist_dni.textproto";
+// Overlays that must use mutual TLS.
+const TLS_OVERLAYS = ["production"];
+// The Secret key that each file flag must read.
+const TLS_FILE_KEYS = { tls_cert_file: "tls.crt", tls_key_file: "tls.key", tls_ca_file: "ca.crt" };
 
 const errors = [];
 function expect(condition, message) {
@@ -137,8 +144,9 @@ function containerPort(container, name) {
   return (container.ports ?? []).find((port) => port.name === name)?.containerPort;
 }
 
-// Checks a server container: flags, named ports, gRPC probes and the
-// Prometheus annotations agree; returns its gRPC port.
+// Checks a server container: flags, named ports, probes and the Prometheus
+// annotations agree; returns its gRPC port. The kubelet's gRPC probes cannot
+// use TLS, so a server with --tls_ca_file must have TCP probes on its port.
 function checkServerContainer(template, container, where) {
   const args = container.command ?? [];
   const port = Number(flagValue(args, "port"));
@@ -147,8 +155,14 @@ function checkServerContainer(template, container, where) {
   expect(flagValue(args, "metrics_bind_address") === "0.0.0.0", `${where}: --metrics_bind_address is not 0.0.0.0`);
   expect(containerPort(container, "grpc") === port, `${where}: containerPort grpc differs from --port=${port}`);
   expect(containerPort(container, "metrics") === metricsPort, `${where}: containerPort metrics differs from --metrics_port=${metricsPort}`);
+  const tls = flagValue(args, "tls_ca_file") !== undefined;
   for (const probe of ["readinessProbe", "livenessProbe"]) {
-    expect(container[probe]?.grpc?.port === port, `${where}: ${probe}.grpc.port is not the number ${port}`);
+    if (tls) {
+      expect(container[probe]?.grpc === undefined, `${where}: ${probe} is a gRPC probe, which cannot use TLS; use tcpSocket`);
+      expect(container[probe]?.tcpSocket?.port === port, `${where}: ${probe}.tcpSocket.port is not ${port}`);
+    } else {
+      expect(container[probe]?.grpc?.port === port, `${where}: ${probe}.grpc.port is not the number ${port}`);
+    }
   }
   const annotations = template.metadata?.annotations ?? {};
   expect(annotations["prometheus.io/scrape"] === "true", `${where}: no prometheus.io/scrape annotation`);
@@ -161,6 +175,110 @@ function checkServicePorts(service, port, metricsPort, where) {
   expect(ports.grpc?.port === port && ports.grpc?.targetPort === port, `${where}: Service port grpc is not ${port}`);
   expect(ports.metrics?.port === metricsPort && ports.metrics?.targetPort === metricsPort,
     `${where}: Service port metrics is not ${metricsPort}`);
+}
+
+// Checks the --tls_* flags of one workload against its pod template: each
+// file flag names the matching key of a Secret mounted read-only, only the
+// synthgrad user's group may read the files, and servers require client
+// certificates. Returns the Secret's name, or undefined when the workload has
+// no --tls_* flag.
+function checkWorkloadTls(object, isServer, where) {
+  const podSpec = object.spec.template.spec;
+  const container = podSpec.containers[0];
+  const args = container.command ?? [];
+  if (!args.some((arg) => arg.startsWith("--tls_"))) {
+    return undefined;
+  }
+  const secretNames = new Set();
+  for (const [flag, key] of Object.entries(TLS_FILE_KEYS)) {
+    const file = flagValue(args, flag);
+    if (!expect(file, `${where}: --${flag} is missing`)) {
+      continue;
+    }
+    const mount = (container.volumeMounts ?? []).find((entry) => file.startsWith(`${entry.mountPath}/`));
+    if (!expect(mount, `${where}: --${flag}=${file} is not on a mounted volume`)) {
+      continue;
+    }
+    expect(mount.readOnly === true, `${where}: volume mount ${mount.name} is not readOnly`);
+    const secret = (podSpec.volumes ?? []).find((volume) => volume.name === mount.name)?.secret;
+    if (!expect(secret, `${where}: volume ${mount.name} of --${flag} is not a Secret`)) {
+      continue;
+    }
+    secretNames.add(secret.secretName);
+    expect(path.relative(mount.mountPath, file) === key, `${where}: --${flag}=${file} does not read the Secret key ${key}`);
+    const mode = secret.defaultMode ?? 0o644;
+    expect((mode & 0o007) === 0, `${where}: Secret volume ${mount.name} has defaultMode ${mode.toString(8)}, readable by every user`);
+    expect((mode & 0o040) !== 0, `${where}: Secret volume ${mount.name} has defaultMode ${mode.toString(8)}, not readable by its group; use 0440`);
+    expect(podSpec.securityContext?.fsGroup === podSpec.securityContext?.runAsGroup,
+      `${where}: fsGroup differs from runAsGroup, so the container's group cannot read the Secret files`);
+  }
+  if (isServer) {
+    expect(flagValue(args, "tls_require_client_cert") === "true", `${where}: --tls_require_client_cert=true is missing`);
+  }
+  expect(secretNames.size === 1, `${where}: the --tls_* files come from ${secretNames.size} Secrets; expected 1`);
+  return [...secretNames][0];
+}
+
+// Makes the Secret with deploy/k8s/make-tls-secret.sh for `namespace` and
+// checks it against the workloads: schema, name, type and keys, and that its
+// certificate verifies against its CA for every host name in `hosts`.
+function checkTlsSecret(sourceDir, namespace, secretName, hosts, where) {
+  const temporary = fs.mkdtempSync(path.join(os.tmpdir(), "synthgrad-tls-"));
+  try {
+    const outDir = path.join(temporary, "out");
+    const script = path.join(sourceDir, "deploy/k8s/make-tls-secret.sh");
+    const result = childProcess.spawnSync(script, ["--namespace", namespace, "--days", "2", outDir], {
+      encoding: "utf8",
+      timeout: 60000,
+    });
+    if (!expect(result.status === 0, `${where}: ${script} failed (exit ${result.status ?? result.signal}): ${result.stderr}`)) {
+      return;
+    }
+    const secretFile = path.join(outDir, `${secretName}-secret.yaml`);
+    if (!expect(fs.existsSync(secretFile), `${where}: make-tls-secret.sh wrote no ${secretName}-secret.yaml, so the mounted Secret ${secretName} has no maker`)) {
+      return;
+    }
+    const secret = YAML.parse(fs.readFileSync(secretFile, "utf8"));
+    validateDocument(secret, `${where} ${secretName}-secret.yaml`).forEach((error) => expect(false, error));
+    expect(secret.metadata?.name === secretName, `${where}: the Secret is named ${secret.metadata?.name}; the workloads mount ${secretName}`);
+    expect(secret.metadata?.namespace === namespace, `${where}: the Secret is in namespace ${secret.metadata?.namespace}; expected ${namespace}`);
+    expect(secret.type === "kubernetes.io/tls", `${where}: the Secret has type ${secret.type}; expected kubernetes.io/tls`);
+    for (const key of Object.values(TLS_FILE_KEYS)) {
+      if (expect(secret.data?.[key], `${where}: the Secret has no key ${key}`)) {
+        fs.writeFileSync(path.join(temporary, key), Buffer.from(secret.data[key], "base64"));
+      }
+    }
+    for (const host of hosts) {
+      const verify = childProcess.spawnSync("openssl", ["verify", "-CAfile", path.join(temporary, "ca.crt"),
+        "-verify_hostname", host, path.join(temporary, "tls.crt")], { encoding: "utf8", timeout: 30000 });
+      expect(verify.status === 0, `${where}: the Secret's certificate does not verify for ${host}: ${verify.stdout}${verify.stderr}${verify.error ?? ""}`);
+    }
+  } finally {
+    fs.rmSync(temporary, { recursive: true, force: true });
+  }
+}
+
+// Checks that the groups, the coordinator and the Job use TLS together and
+// from one Secret, and that the overlays of TLS_OVERLAYS use it.
+function checkTls(sourceDir, namespace, statefulSet, deployment, job, hosts, where) {
+  const secrets = [
+    checkWorkloadTls(statefulSet, true, `${where} StatefulSet`),
+    checkWorkloadTls(deployment, true, `${where} Deployment`),
+    checkWorkloadTls(job, false, `${where} Job`),
+  ];
+  const used = secrets.filter((name) => name !== undefined);
+  if (TLS_OVERLAYS.includes(where)) {
+    expect(used.length === secrets.length, `${where}: the groups, the coordinator and the Job must all use mutual TLS`);
+  }
+  if (used.length === 0) {
+    return "plaintext";
+  }
+  if (!expect(used.length === secrets.length && new Set(used).size === 1,
+    `${where}: the groups, coordinator and Job use the TLS Secrets ${secrets.join(", ")}; expected one Secret for all three`)) {
+    return "TLS wiring invalid";
+  }
+  checkTlsSecret(sourceDir, namespace, used[0], hosts, where);
+  return `mutual TLS from Secret ${used[0]}`;
 }
 
 function checkOverlay(ctl, sourceDir, file, groupCount) {
@@ -256,10 +374,16 @@ function checkOverlay(ctl, sourceDir, file, groupCount) {
     const ports = rules.flatMap((rule) => rule.ports ?? []).map((entry) => entry.port);
     expect(JSON.stringify(ports) === JSON.stringify([group.port]), `${where}: NetworkPolicy for ${podName} opens ports ${ports}; expected ${group.port}`);
   }
+
+  // Every host name that a TLS client checks: the groups of the spec and the
+  // coordinator target of the groups and the Job.
+  const hosts = [...addresses, coordinatorTarget.replace("$(POD_NAMESPACE)", namespace)]
+    .map((target) => target.replace(/^dns:\/\/\//, "").replace(/:\d+$/, ""));
+  const tls = checkTls(sourceDir, namespace, statefulSet, deployment, job, hosts, where);
   if (errors.length > errorsBefore) {
     return;
   }
-  console.log(`ok ${where}: ${groupCount} groups at ${addresses[0]} ..., coordinator on ${coordinator.port}, namespace ${namespace}`);
+  console.log(`ok ${where}: ${groupCount} groups at ${addresses[0]} ..., coordinator on ${coordinator.port}, namespace ${namespace}, ${tls}`);
 }
 
 function main() {
