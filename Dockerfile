@@ -50,7 +50,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 synthgrad \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
-      --home-dir /nonexistent --shell /usr/sbin/nologin synthgrad
+      --home-dir /nonexistent --shell /usr/sbin/nologin synthgrad \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/synthgrad/checkpoints
 
 COPY --from=builder /out/ /
 

@@ -237,34 +237,43 @@ std::string CheckpointDirectory::JobFolder(uint64_t fingerprint) const {
 }
 
 std::string CheckpointDirectory::GroupFolder(uint64_t fingerprint,
+                                             uint64_t run_id,
                                              int group_index) const {
-  return absl::StrCat(JobFolder(fingerprint), "/group-", group_index);
+  return absl::StrFormat("%s/run-%016x/group-%d", JobFolder(fingerprint),
+                         run_id, group_index);
 }
 
 std::string CheckpointDirectory::CoordinatorPath(uint64_t fingerprint) const {
   return absl::StrCat(JobFolder(fingerprint), "/coordinator.ckpt");
 }
 
-std::string CheckpointDirectory::GroupPath(uint64_t fingerprint,
+std::string CheckpointDirectory::GroupPath(uint64_t fingerprint, uint64_t run_id,
                                            int group_index,
                                            int64_t checkpoint_id) const {
-  return absl::StrCat(GroupFolder(fingerprint, group_index), "/",
+  return absl::StrCat(GroupFolder(fingerprint, run_id, group_index), "/",
                       checkpoint_id, ".ckpt");
 }
 
-absl::Status CheckpointDirectory::CreateJobFolders(uint64_t fingerprint,
-                                                   int group_index) const {
+absl::Status CheckpointDirectory::CreateJobFolder(uint64_t fingerprint) const {
+  return MakeFolder(JobFolder(fingerprint));
+}
+
+absl::Status CheckpointDirectory::CreateGroupFolder(uint64_t fingerprint,
+                                                    uint64_t run_id,
+                                                    int group_index) const {
   absl::Status status = MakeFolder(JobFolder(fingerprint));
-  if (status.ok() && group_index >= 0) {
-    status = MakeFolder(GroupFolder(fingerprint, group_index));
+  if (status.ok()) {
+    status = MakeFolder(absl::StrFormat("%s/run-%016x", JobFolder(fingerprint),
+                                        run_id));
   }
+  if (status.ok()) status = MakeFolder(GroupFolder(fingerprint, run_id, group_index));
   return status;
 }
 
 int CheckpointDirectory::PruneGroupCheckpoints(uint64_t fingerprint,
-                                               int group_index,
+                                               uint64_t run_id, int group_index,
                                                int keep) const {
-  const std::string folder = GroupFolder(fingerprint, group_index);
+  const std::string folder = GroupFolder(fingerprint, run_id, group_index);
   DIR* dir = ::opendir(folder.c_str());
   if (dir == nullptr) return 0;
   std::vector<int64_t> ids;
@@ -278,7 +287,7 @@ int CheckpointDirectory::PruneGroupCheckpoints(uint64_t fingerprint,
   std::sort(ids.begin(), ids.end());
   int deleted = 0;
   for (size_t i = 0; i + keep < ids.size(); ++i) {
-    const std::string path = GroupPath(fingerprint, group_index, ids[i]);
+    const std::string path = GroupPath(fingerprint, run_id, group_index, ids[i]);
     if (::unlink(path.c_str()) == 0) {
       ++deleted;
     } else {

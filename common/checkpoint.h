@@ -47,9 +47,10 @@ uint64_t SpecFingerprint(const v1::JobSpec& spec);
 
 // The checkpoints under one root folder:
 //   <root>/job-<fingerprint, 16 hex digits>/coordinator.ckpt
-//   <root>/job-<fingerprint>/group-<index>/<checkpoint id>.ckpt
-// Every name is built from integers, so no value from a request can name a
-// path outside the root.
+//   <root>/job-<fingerprint>/run-<run id, 16 hex digits>/group-<index>/<id>.ckpt
+// Each run of a spec has its own folder, so a second run never prunes or
+// overwrites the checkpoints of the first. Every name is built from
+// integers, so no value from a request can name a path outside the root.
 class CheckpointDirectory {
  public:
   // Creates `root` if it is missing and resolves it to an absolute path.
@@ -60,22 +61,26 @@ class CheckpointDirectory {
   const std::string& root() const { return root_; }
 
   std::string CoordinatorPath(uint64_t fingerprint) const;
-  std::string GroupPath(uint64_t fingerprint, int group_index,
+  std::string GroupPath(uint64_t fingerprint, uint64_t run_id, int group_index,
                         int64_t checkpoint_id) const;
 
-  // Creates the folder that GroupPath or CoordinatorPath files go into.
-  absl::Status CreateJobFolders(uint64_t fingerprint, int group_index) const;
+  // Creates the folder of the coordinator's file.
+  absl::Status CreateJobFolder(uint64_t fingerprint) const;
+  // Creates the folder of a group's files in one run.
+  absl::Status CreateGroupFolder(uint64_t fingerprint, uint64_t run_id,
+                                 int group_index) const;
 
-  // Deletes the group's checkpoints except the `keep` with the highest ids.
-  // Returns how many it deleted; failures to delete are logged.
-  int PruneGroupCheckpoints(uint64_t fingerprint, int group_index,
-                            int keep) const;
+  // Deletes the group's checkpoints of the run except the `keep` with the
+  // highest ids. Returns how many it deleted; failures to delete are logged.
+  int PruneGroupCheckpoints(uint64_t fingerprint, uint64_t run_id,
+                            int group_index, int keep) const;
 
  private:
   explicit CheckpointDirectory(std::string root) : root_(std::move(root)) {}
 
   std::string JobFolder(uint64_t fingerprint) const;
-  std::string GroupFolder(uint64_t fingerprint, int group_index) const;
+  std::string GroupFolder(uint64_t fingerprint, uint64_t run_id,
+                          int group_index) const;
 
   std::string root_;
 };

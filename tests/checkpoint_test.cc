@@ -197,30 +197,41 @@ TEST(CheckpointDirectory, PathsStayUnderRoot) {
   EXPECT_EQ(directory->root(), root + "/store");
   // Extreme integers still give names inside the root.
   for (const std::string& path :
-       {directory->GroupPath(~uint64_t{0}, -1, -5),
-        directory->GroupPath(0, 2147483647, int64_t{1} << 62),
+       {directory->GroupPath(~uint64_t{0}, ~uint64_t{0}, -1, -5),
+        directory->GroupPath(0, 0, 2147483647, int64_t{1} << 62),
         directory->CoordinatorPath(0x2e2e2f2e2e2fULL)}) {
     EXPECT_THAT(path, StartsWith(root + "/store/job-"));
     EXPECT_EQ(path.find(".."), std::string::npos) << path;
   }
 }
 
-TEST(CheckpointDirectory, PruneKeepsNewest) {
+TEST(CheckpointDirectory, PruneKeepsNewestOfRun) {
   absl::StatusOr<CheckpointDirectory> directory =
       CheckpointDirectory::Open(MakeTempFolder());
   ASSERT_TRUE(directory.ok()) << directory.status();
-  ASSERT_TRUE(directory->CreateJobFolders(42, 1).ok());
+  constexpr uint64_t kRun = 7;
+  constexpr uint64_t kOtherRun = 8;
+  ASSERT_TRUE(directory->CreateGroupFolder(42, kRun, 1).ok());
+  ASSERT_TRUE(directory->CreateGroupFolder(42, kOtherRun, 1).ok());
   for (int64_t id : {3, 10, 4, 12, 11}) {
-    ASSERT_TRUE(
-        WriteCheckpointFile(directory->GroupPath(42, 1, id), SampleCheckpoint()).ok());
+    ASSERT_TRUE(WriteCheckpointFile(directory->GroupPath(42, kRun, 1, id),
+                                    SampleCheckpoint())
+                    .ok());
   }
-  EXPECT_EQ(directory->PruneGroupCheckpoints(42, 1, 3), 2);
+  // A later run of the same spec starts its ids from 1 again.
+  ASSERT_TRUE(WriteCheckpointFile(directory->GroupPath(42, kOtherRun, 1, 1),
+                                  SampleCheckpoint())
+                  .ok());
+
+  EXPECT_EQ(directory->PruneGroupCheckpoints(42, kRun, 1, 3), 2);
   for (int64_t id : {3, 4}) {
-    EXPECT_FALSE(std::ifstream(directory->GroupPath(42, 1, id)).good()) << id;
+    EXPECT_FALSE(std::ifstream(directory->GroupPath(42, kRun, 1, id)).good()) << id;
   }
   for (int64_t id : {10, 11, 12}) {
-    EXPECT_TRUE(std::ifstream(directory->GroupPath(42, 1, id)).good()) << id;
+    EXPECT_TRUE(std::ifstream(directory->GroupPath(42, kRun, 1, id)).good()) << id;
   }
+  EXPECT_EQ(directory->PruneGroupCheckpoints(42, kOtherRun, 1, 3), 0);
+  EXPECT_TRUE(std::ifstream(directory->GroupPath(42, kOtherRun, 1, 1)).good());
 }
 
 TEST(SpecFingerprint, IgnoresAddressesButNotModel) {

@@ -2,16 +2,18 @@
 """Crash and restart tests with real processes on loopback.
 
 Scenario "group": three synthgrad_layer services and a synthgrad_coordinator
-train a DNI job on Fashion-MNIST with a checkpoint every 50 batches. After
-the second checkpoint the test kills group 1 with SIGKILL and starts it
-again on the same port. The job must succeed, and the coordinator's
+train a DNI job on Fashion-MNIST with a checkpoint every 50 batches. A first
+job with the same spec and folders runs to the end before, as a rerun on one
+machine would. After the second checkpoint of the second job, the test
+kills group 1 with SIGKILL and starts it again on the same port. The job must succeed, and the coordinator's
 counters must show one recovery, every shard counted once, and exactly the
 batches after the checkpoint fed again.
 
 Scenario "coordinator": the coordinator gets SIGTERM in the middle of the
 job, writes a final checkpoint and exits; a new coordinator resumes the job
 with `synthgradctl train --resume`, and the job finishes with every
-training example counted once.
+training example counted once. A second resume of the finished job is
+rejected.
 
 Usage: crash_recovery_test.py BUILD_DIR SOURCE_DIR
 Prints PASSED when every check holds.
@@ -139,6 +141,7 @@ def write_spec(cluster, source_dir, path):
     for i in range(GROUPS):
         text = text.replace(f'"127.0.0.1:{50051 + i}"',
                             f'"127.0.0.1:{cluster.group_ports[i]}"')
+    text = re.sub(r"(?m)^checkpoint_interval_shards: \d+\n", "", text)
     text += (f"\nshard_batches: {SHARD_BATCHES}\n"
              f"checkpoint_interval_shards: {CHECKPOINT_INTERVAL_SHARDS}\n"
              "batch_timeout_seconds: 60\nrecovery_timeout_seconds: 60\n")
@@ -196,10 +199,14 @@ def scenario_group_crash(build_dir, source_dir, work):
         spec_path = os.path.join(work, "spec.textproto")
         summary_path = os.path.join(work, "summary.json")
         write_spec(cluster, source_dir, spec_path)
-        train = cluster.train(spec_path, summary_path)
+        first = cluster.train(spec_path, os.path.join(work, "first.json"))
+        code = wait_for_job(first, cluster)
+        check(code == 0, f"first job with the same spec exited {code}")
 
-        wait_for_status(cluster, lambda text: checkpoint_id(text) >= 2,
-                        "the second checkpoint")
+        train = cluster.train(spec_path, summary_path)
+        wait_for_status(
+            cluster, lambda text: checkpoint_id(text) >= 2 and "fashion-mnist-smoke-2" in text,
+            "the second checkpoint of the second job")
         time.sleep(0.3)  # Let a few batches go out after the checkpoint.
         cluster.processes["group-1"].send_signal(signal.SIGKILL)
         cluster.processes["group-1"].wait()
@@ -228,21 +235,28 @@ def scenario_group_crash(build_dir, source_dir, work):
               "metric recoveries_total is 1")
         check(metric_value(metrics, "synthgrad_coordinator_training_batches_refed_total")
               == refed, "metric training_batches_refed_total equals batches_refed")
+        # The counters also cover the first job, which fed every batch once.
         check(metric_value(metrics, "synthgrad_coordinator_training_batches_fed_total")
-              == fed, "metric training_batches_fed_total equals batches_fed")
+              == fed + EPOCHS * BATCHES_PER_EPOCH,
+              "metric training_batches_fed_total equals the batches_fed of both jobs")
         checkpoints = metric_value(metrics, "synthgrad_coordinator_checkpoints_total")
         check(checkpoints is not None and checkpoints >= 2,
               f"metric checkpoints_total {checkpoints} >= 2")
 
-        # Every checkpoint file lies in its process's folder, and pruning
-        # keeps at most three per group.
+        # Every checkpoint file lies in its process's folder, each job run
+        # has a folder of its own, and pruning keeps at most three per run.
         for i in range(GROUPS):
             root = os.path.join(work, f"checkpoints-group-{i}")
-            files = [os.path.join(folder, name)
-                     for folder, _, names in os.walk(root) for name in names]
-            check(1 <= len(files) <= 3, f"group {i} keeps {len(files)} checkpoint files")
-            check(all(name.endswith(".ckpt") for name in files),
-                  f"group {i} leaves no temporary files")
+            runs = {}
+            for folder, _, names in os.walk(root):
+                if names:
+                    runs[folder] = names
+            check(len(runs) == 2, f"group {i} has {len(runs)} run folders, one per job")
+            for folder, names in runs.items():
+                check(1 <= len(names) <= 3,
+                      f"group {i} keeps {len(names)} files in {os.path.relpath(folder, root)}")
+                check(all(name.endswith(".ckpt") for name in names),
+                      f"group {i} leaves no temporary files")
     finally:
         cluster.close()
 
@@ -284,6 +298,11 @@ def scenario_coordinator_restart(build_dir, source_dir, work):
               f"checkpoint id {summary.get('checkpointId')} passed {before}")
         log = open(os.path.join(work, "coordinator.log")).read()
         check("resumes from checkpoint" in log, "the new coordinator resumed")
+
+        again = subprocess.run(cluster.ctl("train", f"--spec={spec_path}", "--resume"),
+                               capture_output=True, text=True, timeout=60)
+        check(again.returncode != 0 and "already finished" in again.stderr,
+              f"a resume of the finished job is rejected: {again.stderr.strip()}")
     finally:
         cluster.close()
 

@@ -88,6 +88,8 @@ class ServicesTest : public ::testing::Test {
     }
     spec->mutable_data()->set_dir(kDataDir);
     spec->set_batch_timeout_seconds(60);
+    // Without checkpoints, so the drains do not change what the tests time.
+    spec->set_checkpoint_interval_shards(0);
     return *spec;
   }
 
@@ -133,6 +135,7 @@ class ServicesTest : public ::testing::Test {
     return layer_stubs_[group]->Configure(&context, request, &response);
   }
 
+  // Configures `group` with checkpoint run id kRunId.
   grpc::Status ConfigureRestore(int group, const v1::JobSpec& spec,
                                 int64_t checkpoint_id, int64_t min_batch_id,
                                 v1::ConfigureResponse* response) {
@@ -143,16 +146,21 @@ class ServicesTest : public ::testing::Test {
     request.set_coordinator_address(coordinator_address_);
     request.set_restore_checkpoint_id(checkpoint_id);
     request.set_min_batch_id(min_batch_id);
+    request.set_checkpoint_run_id(kRunId);
     return layer_stubs_[group]->Configure(&context, request, response);
   }
 
   grpc::Status Checkpoint(int group, int64_t checkpoint_id,
-                          v1::CheckpointResponse* response) {
+                          v1::CheckpointResponse* response,
+                          uint64_t run_id = kRunId) {
     grpc::ClientContext context;
     v1::CheckpointRequest request;
     request.set_checkpoint_id(checkpoint_id);
+    request.set_run_id(run_id);
     return layer_stubs_[group]->Checkpoint(&context, request, response);
   }
+
+  static constexpr uint64_t kRunId = 0x5eed;
 
   grpc::Status Forward(int group, const v1::ForwardRequest& request) {
     grpc::ClientContext context;
@@ -773,7 +781,9 @@ TEST_F(ServicesTest, CheckpointNeedsCheckpointDir) {
 
 TEST_F(CheckpointServicesTest, CheckpointRequestsAreValidated) {
   const v1::JobSpec spec = Spec(v1::TRAINING_MODE_DNI);
-  ASSERT_TRUE(Configure(1, spec).ok());
+  v1::ConfigureResponse first;
+  ASSERT_TRUE(ConfigureRestore(1, spec, 0, 0, &first).ok());
+  EXPECT_NE(first.configuration_id(), 0u);
   v1::CheckpointResponse response;
   for (int64_t id : {int64_t{0}, int64_t{-4}}) {
     const grpc::Status status = Checkpoint(1, id, &response);
@@ -790,8 +800,20 @@ TEST_F(CheckpointServicesTest, CheckpointRequestsAreValidated) {
   status = ConfigureRestore(1, spec, 0, -1, &configured);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
-  // A checkpoint of group 1 restores only into group 1 of the same spec.
+  // Only a request with the configured run id may write, with ids that
+  // increase.
+  ASSERT_TRUE(ConfigureRestore(1, spec, 0, 0, &configured).ok());
+  EXPECT_NE(configured.configuration_id(), first.configuration_id());
+  status = Checkpoint(1, 5, &response, kRunId + 1);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   ASSERT_TRUE(Checkpoint(1, 5, &response).ok());
+  for (int64_t id : {5, 4}) {
+    status = Checkpoint(1, id, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::OUT_OF_RANGE) << id;
+    EXPECT_THAT(status.error_message(), HasSubstr("not above 5")) << id;
+  }
+
+  // A checkpoint of group 1 restores only into group 1 of the same spec.
   v1::JobSpec other = spec;
   other.set_seed(spec.seed() + 1);
   status = ConfigureRestore(1, other, 5, 0, &configured);
@@ -815,7 +837,34 @@ TEST_F(CheckpointServicesTest, RestoreReturnsSavedParametersAndFencesOldBatches)
   EXPECT_EQ(job.batches_refed(), 0);
   EXPECT_EQ(job.recoveries(), 0);
 
+  // The job's checkpoints belong to its own run id. From here on the test
+  // configures the groups under kRunId and trains them with a few batches.
   ApplyJobDefaults(&spec);
+  for (int i = 0; i < kGroups; ++i) {
+    v1::ConfigureResponse configured;
+    ASSERT_TRUE(ConfigureRestore(i, spec, 0, 0, &configured).ok()) << "group " << i;
+  }
+  for (int64_t batch = 1; batch <= 5; ++batch) {
+    v1::ForwardRequest request;
+    request.set_batch_id(batch);
+    request.set_mode(v1::BATCH_MODE_TRAIN);
+    request.mutable_activations()->add_shape(16);
+    request.mutable_activations()->add_shape(784);
+    for (int k = 0; k < 16 * 784; ++k) {
+      request.mutable_activations()->add_data(static_cast<float>((k * batch) % 7) / 7.0f);
+    }
+    for (int row = 0; row < 16; ++row) request.add_labels((row + batch) % 10);
+    ASSERT_TRUE(Forward(0, request).ok()) << "batch " << batch;
+  }
+  // Checkpoints from the last group down are consistent once no batch is on
+  // its way forward, as after the coordinator's drain.
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    grpc::ClientContext context;
+    v1::GroupStatus last;
+    ASSERT_TRUE(layer_stubs_[kGroups - 1]->GetStatus(&context, {}, &last).ok());
+    if (last.forward_batches() == 5) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   std::vector<v1::GetParametersResponse> saved;
   for (int i = kGroups - 1; i >= 0; --i) {
     v1::CheckpointResponse response;
@@ -832,7 +881,8 @@ TEST_F(CheckpointServicesTest, RestoreReturnsSavedParametersAndFencesOldBatches)
     ASSERT_TRUE(ConfigureRestore(i, spec, 100, 1000, &restored).ok()) << "group " << i;
     EXPECT_EQ(restored.step(), saved[i].step());
     const v1::GetParametersResponse now = Parameters(i);
-    EXPECT_EQ(now.SerializeAsString(), saved[i].SerializeAsString()) << "group " << i;
+    EXPECT_TRUE(now.SerializeAsString() == saved[i].SerializeAsString())
+        << "group " << i << " parameters differ after the restore";
   }
 
   // Batch ids below min_batch_id come from before the recovery.
@@ -853,9 +903,9 @@ TEST_F(CheckpointServicesTest, RestoreReturnsSavedParametersAndFencesOldBatches)
 
   // A corrupt file is reported as DATA_LOSS and the old runtime stays.
   const uint64_t fingerprint = SpecFingerprint(spec);
-  const std::string path = absl::StrCat(root_, "/group-2/job-",
-                                        absl::Hex(fingerprint, absl::kZeroPad16),
-                                        "/group-2/100.ckpt");
+  const std::string path = absl::StrCat(
+      root_, "/group-2/job-", absl::Hex(fingerprint, absl::kZeroPad16), "/run-",
+      absl::Hex(kRunId, absl::kZeroPad16), "/group-2/100.ckpt");
   std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
   ASSERT_TRUE(file.good()) << path;
   file.seekp(100);
@@ -865,7 +915,50 @@ TEST_F(CheckpointServicesTest, RestoreReturnsSavedParametersAndFencesOldBatches)
   status = ConfigureRestore(2, spec, 100, 1000, &corrupt);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS);
   EXPECT_THAT(status.error_message(), HasSubstr("CRC-32"));
-  EXPECT_EQ(Parameters(2).SerializeAsString(), saved[2].SerializeAsString());
+  EXPECT_TRUE(Parameters(2).SerializeAsString() == saved[2].SerializeAsString())
+      << "a failed restore changed group 2";
+}
+
+TEST_F(ServicesTest, ForeignConfigureStartsRecovery) {
+  v1::JobSpec spec = Spec(v1::TRAINING_MODE_DNI);
+  spec.set_epochs(2);
+  spec.mutable_data()->set_train_limit(25600);
+  spec.mutable_data()->set_test_limit(512);
+  std::string job_id;
+  ASSERT_TRUE(StartJob(spec, &job_id).ok());
+  // Wait until training runs, then configure group 1 from outside the job:
+  // its state is reset, so the job must roll back instead of going on.
+  for (int attempt = 0; attempt < 500; ++attempt) {
+    grpc::ClientContext context;
+    v1::GetJobStatusRequest request;
+    v1::JobStatus status;
+    ASSERT_TRUE(coordinator_stub_->GetJobStatus(&context, request, &status).ok());
+    if (status.samples_done() > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ApplyJobDefaults(&spec);
+  ASSERT_TRUE(Configure(1, spec).ok());
+
+  const v1::JobStatus job = WaitForJob(job_id);
+  ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.message();
+  EXPECT_GE(job.recoveries(), 1);
+  EXPECT_EQ(job.samples_done(), 2 * 25600);
+  EXPECT_EQ(job.batches_fed(), 2 * 100 + job.batches_refed());
+  EXPECT_EQ(job.checkpoint_id(), 0);
+}
+
+TEST_F(ServicesTest, GroupsWithoutCheckpointDirTurnCheckpointsOff) {
+  v1::JobSpec spec = Spec(v1::TRAINING_MODE_DNI);
+  spec.set_epochs(2);
+  spec.mutable_data()->set_train_limit(5120);
+  spec.mutable_data()->set_test_limit(512);
+  spec.set_shard_batches(2);
+  spec.set_checkpoint_interval_shards(1);
+  std::string job_id;
+  ASSERT_TRUE(StartJob(spec, &job_id).ok());
+  const v1::JobStatus job = WaitForJob(job_id);
+  ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.message();
+  EXPECT_EQ(job.checkpoint_id(), 0);
 }
 
 }  // namespace

@@ -131,6 +131,11 @@ CoordinatorServiceImpl::LoadCheckpoint(const v1::JobSpec& spec) const {
         "folder may differ), or start it without resume"));
   }
   if (!status.ok()) return status;
+  if (checkpoint.finished()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot resume: the job with this spec already finished (", path,
+        "); start it without resume to train it again"));
+  }
   if (SpecFingerprint(checkpoint.spec()) != fingerprint) {
     return absl::DataLossError(absl::StrCat(
         path, " holds a checkpoint of another job spec; delete it or use "

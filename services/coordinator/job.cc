@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -70,8 +71,10 @@ Job::Job(std::string id, int job_number, v1::JobSpec spec, TrainTestData data,
     stubs_.push_back(v1::LayerService::NewStub(MakeChannel(group.address())));
   }
 
+  configuration_ids_.assign(spec_.groups_size(), 0);
   if (options_.resume_from.has_value()) {
     committed_ = *options_.resume_from;
+    run_id_ = committed_.run_id();
     next_batch_id_ = std::max(next_batch_id_,
                               committed_.next_batch_id() + kResumeBatchIdGap);
     highest_fed_index_ = committed_.batches_fed() - committed_.batches_refed() - 1;
@@ -80,6 +83,9 @@ Job::Job(std::string id, int job_number, v1::JobSpec spec, TrainTestData data,
     status_.set_batches_refed(committed_.batches_refed());
   } else {
     committed_.set_epoch(1);
+    std::random_device random;
+    run_id_ = ((uint64_t{random()} << 32) | random()) | uint64_t{1};
+    committed_.set_run_id(run_id_);
   }
   *committed_.mutable_spec() = spec_;
   absl::MutexLock lock(&mu_);
@@ -108,6 +114,7 @@ void Job::Wait() {
 void Job::Stop(const std::string& reason, bool final_checkpoint) {
   absl::MutexLock lock(&mu_);
   if (IsTerminal(status_.state()) || stop_requested_) return;
+  if (checkpoint_call_ != nullptr) checkpoint_call_->TryCancel();
   stop_requested_ = true;
   final_checkpoint_requested_ = final_checkpoint;
   stop_reason_ = reason;
@@ -211,17 +218,30 @@ void Job::Run() {
     final_checkpoint = stop_requested_ && final_checkpoint_requested_ &&
                        (status_.state() == v1::JOB_STATE_TRAINING ||
                         status_.state() == v1::JOB_STATE_EVALUATING) &&
-                       spec_.checkpoint_interval_shards() > 0;
+                       checkpoints_enabled_;
   }
   if (final_checkpoint) {
     absl::Status drained =
         WaitForInFlightBelow(1, kFinalDrainTimeout, /*ignore_stop=*/true);
-    if (drained.ok()) drained = WriteCheckpoint();
+    if (drained.ok()) drained = WriteCheckpoint(kFinalDrainTimeout);
     if (drained.ok()) {
       LOG(INFO) << "job " << id_ << ": wrote a final checkpoint before stopping";
     } else {
       LOG(WARNING) << "job " << id_ << ": no final checkpoint: " << drained;
     }
+  }
+
+  if (status.ok() && options_.checkpoint_directory.has_value()) {
+    // A resume of a finished job is rejected instead of training its last
+    // batches again.
+    v1::CoordinatorCheckpoint finished;
+    {
+      absl::MutexLock lock(&mu_);
+      finished = CursorCheckpoint();
+    }
+    finished.set_checkpoint_id(committed_.checkpoint_id());
+    finished.set_finished(true);
+    WriteCoordinatorFile(finished);
   }
 
   absl::MutexLock lock(&mu_);
@@ -257,8 +277,8 @@ absl::Status Job::TrainFromCursor() {
       batches_done_in_epoch_ = 0;
       more_epochs = epoch_ <= spec_.epochs();
     }
-    if (more_epochs && spec_.checkpoint_interval_shards() > 0) {
-      status = WriteCheckpoint();
+    if (more_epochs && checkpoints_enabled_) {
+      status = WriteCheckpoint(absl::Seconds(spec_.batch_timeout_seconds()));
       if (!status.ok()) return status;
     }
   }
@@ -266,6 +286,7 @@ absl::Status Job::TrainFromCursor() {
 
 absl::Status Job::ConfigureGroups(int64_t restore_checkpoint_id,
                                   int64_t min_batch_id) {
+  std::vector<int> without_checkpoints;
   for (int i = 0; i < spec_.groups_size(); ++i) {
     v1::ConfigureRequest request;
     *request.mutable_spec() = spec_;
@@ -273,6 +294,7 @@ absl::Status Job::ConfigureGroups(int64_t restore_checkpoint_id,
     request.set_coordinator_address(options_.advertise_address);
     request.set_restore_checkpoint_id(restore_checkpoint_id);
     request.set_min_batch_id(min_batch_id);
+    request.set_checkpoint_run_id(run_id_);
     v1::ConfigureResponse response;
     SetMessage(absl::StrCat("configuring group ", i, " at ",
                             spec_.groups(i).address()));
@@ -287,22 +309,40 @@ absl::Status Job::ConfigureGroups(int64_t restore_checkpoint_id,
     if (!status.ok()) {
       const std::string message = absl::StrCat(
           "cannot configure group ", i, " at ", spec_.groups(i).address(),
-          ": ", status.error_message(), " (code ", status.error_code(),
-          "); is synthgrad_layer running there",
-          restore_checkpoint_id > 0 ? " with the same --checkpoint_dir" : "",
-          "?");
+          ": ", status.error_message(), " (code ", status.error_code(), ")");
       // A group that does not answer may come back; a group that rejects
       // the request or its checkpoint will not.
       if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
           status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-        return absl::UnavailableError(message);
+        return absl::UnavailableError(
+            absl::StrCat(message, "; is synthgrad_layer running there?"));
+      }
+      if (status.error_code() == grpc::StatusCode::NOT_FOUND ||
+          status.error_code() == grpc::StatusCode::DATA_LOSS) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            message, "; the group's checkpoint is missing or damaged. Start "
+                     "synthgrad_layer with the --checkpoint_dir it had, or "
+                     "start the job afresh"));
       }
       return absl::FailedPreconditionError(message);
     }
+    {
+      absl::MutexLock lock(&mu_);
+      configuration_ids_[i] = response.configuration_id();
+    }
+    if (!response.checkpoints_enabled()) without_checkpoints.push_back(i);
     LOG(INFO) << "job " << id_ << ": configured group " << i << " at "
               << spec_.groups(i).address() << " with "
               << response.parameter_count() << " parameters at step "
               << response.step();
+  }
+  checkpoints_enabled_ =
+      spec_.checkpoint_interval_shards() > 0 && without_checkpoints.empty();
+  if (spec_.checkpoint_interval_shards() > 0 && !without_checkpoints.empty()) {
+    LOG(WARNING) << "job " << id_ << ": checkpoints are off because group(s) "
+                 << absl::StrJoin(without_checkpoints, ", ")
+                 << " run without --checkpoint_dir; a recovery restarts the "
+                    "job from its first batch";
   }
   SetMessage("");
   return absl::OkStatus();
@@ -379,7 +419,8 @@ absl::Status Job::SendTrainingPass() {
   v1::ForwardRequest request;
   for (int64_t index = first; index < batches_per_epoch_; ++index) {
     if (index != first && CheckpointDue(index)) {
-      absl::Status status = WriteCheckpoint();
+      absl::Status status =
+          WriteCheckpoint(absl::Seconds(spec_.batch_timeout_seconds()));
       if (!status.ok()) return status;
     }
     absl::Status status = WaitForInFlightBelow(spec_.max_in_flight());
@@ -432,7 +473,7 @@ bool Job::ProbeDue(int64_t index) const {
 bool Job::CheckpointDue(int64_t index) const {
   const int64_t interval =
       int64_t{spec_.checkpoint_interval_shards()} * spec_.shard_batches();
-  return interval > 0 && index % interval == 0;
+  return checkpoints_enabled_ && interval > 0 && index % interval == 0;
 }
 
 absl::Status Job::SendBatch(v1::ForwardRequest* request, v1::BatchMode mode) {
@@ -478,7 +519,7 @@ absl::Status Job::SendBatch(v1::ForwardRequest* request, v1::BatchMode mode) {
       sent.error_code(), ")"));
 }
 
-absl::Status Job::WriteCheckpoint() {
+absl::Status Job::WriteCheckpoint(absl::Duration call_timeout) {
   const absl::Time start = absl::Now();
   absl::Status status = WaitForInFlightBelow(1, std::nullopt, /*ignore_stop=*/true);
   if (!status.ok()) return status;
@@ -490,15 +531,23 @@ absl::Status Job::WriteCheckpoint() {
   for (int i = spec_.groups_size() - 1; i >= 0; --i) {
     v1::CheckpointRequest request;
     request.set_checkpoint_id(checkpoint_id);
+    request.set_run_id(run_id_);
     v1::CheckpointResponse response;
     RetryPolicy policy;
-    policy.attempt_timeout = std::chrono::seconds(120);
-    policy.total_timeout = std::chrono::seconds(spec_.batch_timeout_seconds());
+    policy.attempt_timeout = absl::ToChronoMilliseconds(call_timeout);
+    policy.total_timeout = absl::ToChronoMilliseconds(call_timeout);
     const grpc::Status sent = CallWithRetry(
         absl::StrCat("Checkpoint ", checkpoint_id, " of group ", i),
         spec_.groups(i).address(), policy,
         [&](grpc::ClientContext* context) {
-          return stubs_[i]->Checkpoint(context, request, &response);
+          {
+            absl::MutexLock lock(&mu_);
+            checkpoint_call_ = context;
+          }
+          grpc::Status result = stubs_[i]->Checkpoint(context, request, &response);
+          absl::MutexLock lock(&mu_);
+          checkpoint_call_ = nullptr;
+          return result;
         },
         [this] {
           absl::MutexLock lock(&mu_);
@@ -514,9 +563,11 @@ absl::Status Job::WriteCheckpoint() {
     {
       absl::MutexLock lock(&mu_);
       if (!group_down_.empty()) return absl::AbortedError(group_down_);
+      if (stop_requested_ && sent.error_code() == grpc::StatusCode::CANCELLED) {
+        return absl::CancelledError(stop_reason_);
+      }
     }
-    if (sent.error_code() == grpc::StatusCode::UNAVAILABLE ||
-        sent.error_code() == grpc::StatusCode::CANCELLED) {
+    if (sent.error_code() == grpc::StatusCode::UNAVAILABLE) {
       return absl::UnavailableError(message);
     }
     if (sent.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
@@ -524,8 +575,8 @@ absl::Status Job::WriteCheckpoint() {
           message, "; start every synthgrad_layer with --checkpoint_dir or "
                    "set checkpoint_interval_shards to 0"));
     }
-    // A full disk, say: training goes on, and a recovery uses the previous
-    // checkpoint.
+    // A full or stuck disk, say: training goes on, and a recovery uses the
+    // previous checkpoint.
     LOG(WARNING) << "job " << id_ << ": " << message
                  << "; training continues without this checkpoint";
     return absl::OkStatus();
@@ -537,18 +588,9 @@ absl::Status Job::WriteCheckpoint() {
     checkpoint = CursorCheckpoint();
   }
   checkpoint.set_checkpoint_id(checkpoint_id);
-  if (options_.checkpoint_directory.has_value()) {
-    const CheckpointDirectory& directory = *options_.checkpoint_directory;
-    status = directory.CreateJobFolders(fingerprint_, -1);
-    const std::string path = directory.CoordinatorPath(fingerprint_);
-    if (status.ok()) status = WriteCheckpointFile(path, checkpoint);
-    if (!status.ok()) {
-      metrics_->AddCheckpointFailure();
-      LOG(WARNING) << "job " << id_ << ": cannot write the coordinator's part "
-                   << "of checkpoint " << checkpoint_id << ": " << status
-                   << "; training continues without this checkpoint";
-      return absl::OkStatus();
-    }
+  if (!WriteCoordinatorFile(checkpoint)) {
+    metrics_->AddCheckpointFailure();
+    return absl::OkStatus();
   }
   committed_ = std::move(checkpoint);
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
@@ -560,6 +602,22 @@ absl::Status Job::WriteCheckpoint() {
             << " at epoch " << committed_.epoch() << ", batch "
             << committed_.next_batch() << " took " << seconds << " s";
   return absl::OkStatus();
+}
+
+bool Job::WriteCoordinatorFile(const v1::CoordinatorCheckpoint& checkpoint) {
+  if (!options_.checkpoint_directory.has_value()) return true;
+  const CheckpointDirectory& directory = *options_.checkpoint_directory;
+  absl::Status status = directory.CreateJobFolder(fingerprint_);
+  const std::string path = directory.CoordinatorPath(fingerprint_);
+  if (status.ok()) status = WriteCheckpointFile(path, checkpoint);
+  if (!status.ok()) {
+    LOG(WARNING) << "job " << id_ << ": cannot write the coordinator's part of "
+                 << "checkpoint " << checkpoint.checkpoint_id() << " to "
+                 << path << ": " << status
+                 << "; training continues without this checkpoint";
+    return false;
+  }
+  return true;
 }
 
 v1::CoordinatorCheckpoint Job::CursorCheckpoint() const {
@@ -577,6 +635,7 @@ v1::CoordinatorCheckpoint Job::CursorCheckpoint() const {
   checkpoint.set_batches_fed(status_.batches_fed());
   checkpoint.set_batches_refed(status_.batches_refed());
   checkpoint.set_shards_completed(status_.shards_completed());
+  checkpoint.set_run_id(run_id_);
   return checkpoint;
 }
 
@@ -692,6 +751,7 @@ void Job::Monitor() {
       if (!monitoring_ || !group_down_.empty()) break;
       group_down_ = absl::StrCat("group ", i, " at ", spec_.groups(i).address(),
                                  " ", problem);
+      if (checkpoint_call_ != nullptr) checkpoint_call_->TryCancel();
       LOG(WARNING) << "job " << id_ << ": " << group_down_;
       ++version_;
       break;
@@ -712,6 +772,14 @@ Job::GroupHealth Job::CheckGroup(int index) {
   } else if (!reply.configured() || reply.group_index() != index) {
     health.restarted = true;
     health.problem = "is not configured for this job; it has restarted";
+  } else {
+    absl::MutexLock lock(&mu_);
+    if (reply.configuration_id() != configuration_ids_[index]) {
+      health.restarted = true;
+      health.problem =
+          "was configured again by another client; its state is no longer "
+          "this job's";
+    }
   }
   return health;
 }

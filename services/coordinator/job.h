@@ -141,12 +141,14 @@ class Job {
   // group as a new batch in `mode`.
   absl::Status SendBatch(v1::ForwardRequest* request, v1::BatchMode mode);
 
-  // Drains the batches in flight, has every group write checkpoint
-  // next_checkpoint_id_ and writes the coordinator's cursor. Returns a
-  // recoverable error when a group is down; other failures only skip this
-  // checkpoint, except a group without --checkpoint_dir, which fails the
-  // job.
-  absl::Status WriteCheckpoint();
+  // Drains the batches in flight, has every group write the next
+  // checkpoint and writes the coordinator's cursor. Returns a recoverable
+  // error when a group is down; other failures only skip this checkpoint,
+  // except a group that lost its --checkpoint_dir, which fails the job.
+  absl::Status WriteCheckpoint(absl::Duration call_timeout);
+  // Writes the coordinator's file with `checkpoint`; false after logging
+  // the error.
+  bool WriteCoordinatorFile(const v1::CoordinatorCheckpoint& checkpoint);
   v1::CoordinatorCheckpoint CursorCheckpoint() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sets the cursor, the epoch's training totals and the finished epochs
@@ -216,6 +218,12 @@ class Job {
   int64_t next_batch_id_;
   // Latest checkpoint every process finished; id 0 is the initial state.
   v1::CoordinatorCheckpoint committed_;
+  // Random id of this run of the job, kept by a resume; names the groups'
+  // checkpoint folders and authorizes Checkpoint requests.
+  uint64_t run_id_ = 0;
+  // checkpoint_interval_shards > 0 and every group has a --checkpoint_dir,
+  // as of the latest ConfigureGroups.
+  bool checkpoints_enabled_ = false;
   // Highest (epoch - 1) * batches_per_epoch + batch index sent so far; a
   // training batch at or below it is fed again.
   int64_t highest_fed_index_ = -1;
@@ -241,6 +249,11 @@ class Job {
   bool monitor_exit_ ABSL_GUARDED_BY(mu_) = false;
   // Why a group is considered down; empty while all are up.
   std::string group_down_ ABSL_GUARDED_BY(mu_);
+  // configuration_id each group returned from its latest Configure.
+  std::vector<uint64_t> configuration_ids_ ABSL_GUARDED_BY(mu_);
+  // The Checkpoint call in progress, cancelled by Stop and when a group
+  // goes down; null between calls.
+  grpc::ClientContext* checkpoint_call_ ABSL_GUARDED_BY(mu_) = nullptr;
 
   std::thread thread_;
   std::thread monitor_thread_;

@@ -1,8 +1,11 @@
 #include "services/layer/layer_service.h"
 
+#include <atomic>
+#include <random>
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -176,6 +179,11 @@ class LayerServiceImpl::Runtime {
         *std::move(group), 2 * runtime->spec_.cache_capacity() + 8);
     runtime->fingerprint_ = SpecFingerprint(runtime->spec_);
     runtime->min_batch_id_ = request.min_batch_id();
+    runtime->checkpoint_run_id_ = request.checkpoint_run_id();
+    // Any value but 0 will do; the coordinator compares it for equality.
+    std::random_device random;
+    runtime->configuration_id_ =
+        ((uint64_t{random()} << 32) | random()) | uint64_t{1};
     return runtime;
   }
 
@@ -193,6 +201,10 @@ class LayerServiceImpl::Runtime {
   const v1::JobSpec& spec() const { return spec_; }
   uint64_t fingerprint() const { return fingerprint_; }
   int64_t min_batch_id() const { return min_batch_id_; }
+  uint64_t checkpoint_run_id() const { return checkpoint_run_id_; }
+  uint64_t configuration_id() const { return configuration_id_; }
+  // Highest checkpoint id written or restored in this configuration.
+  std::atomic<int64_t>& last_checkpoint_id() { return last_checkpoint_id_; }
 
  private:
   Runtime() = default;
@@ -200,6 +212,9 @@ class LayerServiceImpl::Runtime {
   v1::JobSpec spec_;
   uint64_t fingerprint_ = 0;
   int64_t min_batch_id_ = 0;
+  uint64_t checkpoint_run_id_ = 0;
+  uint64_t configuration_id_ = 0;
+  std::atomic<int64_t> last_checkpoint_id_{0};
   std::unique_ptr<GrpcTransport> transport_;
   // Declared last so the compute thread stops before the transport goes.
   std::unique_ptr<GroupWorker> worker_;
@@ -226,8 +241,8 @@ grpc::Status NotConfigured() {
 
 absl::Status StaleBatch(int64_t batch_id, int64_t min_batch_id) {
   return absl::FailedPreconditionError(absl::StrCat(
-      "batch ", batch_id, " was sent before this group was configured again "
-      "for a recovery; it accepts batch ids from ", min_batch_id));
+      "batch ", batch_id, " was sent before this group's latest Configure; "
+      "it accepts batch ids from ", min_batch_id));
 }
 
 grpc::Status Rejected(const char* method, const absl::Status& status) {
@@ -277,6 +292,8 @@ grpc::Status LayerServiceImpl::HandleConfigure(
             << group.input_dim() << ", output width " << group.output_dim();
   response->set_parameter_count(group.parameter_count());
   response->set_step(group.stats().step);
+  response->set_configuration_id((*runtime)->configuration_id());
+  response->set_checkpoints_enabled(options_.checkpoint_directory.has_value());
 
   std::shared_ptr<Runtime> previous;
   {
@@ -379,6 +396,7 @@ grpc::Status LayerServiceImpl::HandleGetStatus(v1::GroupStatus* response) {
   const Group& group = runtime->group();
   const GroupStats stats = group.stats();
   response->set_configured(true);
+  response->set_configuration_id(runtime->configuration_id());
   response->set_group_index(group.index());
   response->set_mode(group.mode());
   response->set_step(stats.step);
@@ -425,8 +443,8 @@ grpc::Status LayerServiceImpl::HandleGetParameters(
 absl::Status LayerServiceImpl::Restore(Runtime& runtime, int64_t checkpoint_id) {
   const CheckpointDirectory& directory = *options_.checkpoint_directory;
   const int index = runtime.group().index();
-  const std::string path =
-      directory.GroupPath(runtime.fingerprint(), index, checkpoint_id);
+  const std::string path = directory.GroupPath(
+      runtime.fingerprint(), runtime.checkpoint_run_id(), index, checkpoint_id);
   v1::GroupCheckpoint checkpoint;
   absl::Status status = ReadCheckpointFile(path, &checkpoint);
   if (!status.ok()) return status;
@@ -442,6 +460,7 @@ absl::Status LayerServiceImpl::Restore(Runtime& runtime, int64_t checkpoint_id) 
     return absl::Status(status.code(),
                         absl::StrCat(path, ": ", status.message()));
   }
+  runtime.last_checkpoint_id() = checkpoint_id;
   LOG(INFO) << "group " << index << " restored checkpoint " << checkpoint_id
             << " at step " << checkpoint.step() << " from " << path;
   return absl::OkStatus();
@@ -461,7 +480,31 @@ grpc::Status LayerServiceImpl::HandleCheckpoint(
                         absl::StrCat("checkpoint_id must be positive, got ",
                                      request->checkpoint_id()));
   }
-  absl::MutexLock checkpoint_lock(&checkpoint_mu_);
+  if (request->run_id() != runtime->checkpoint_run_id()) {
+    LOG(WARNING) << "Checkpoint " << request->checkpoint_id()
+                 << " rejected: its run id is not this group's";
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "run_id differs from the checkpoint_run_id this group "
+                        "was configured with; only the job's coordinator may "
+                        "request checkpoints");
+  }
+  const int64_t latest = runtime->last_checkpoint_id();
+  if (request->checkpoint_id() <= latest) {
+    return grpc::Status(
+        grpc::StatusCode::OUT_OF_RANGE,
+        absl::StrCat("checkpoint_id ", request->checkpoint_id(),
+                     " is not above ", latest,
+                     ", the latest checkpoint of this configuration"));
+  }
+  // A write that hangs (a stuck disk, say) must not queue every later
+  // request behind it.
+  if (!checkpoint_mu_.TryLock()) {
+    return grpc::Status(grpc::StatusCode::ABORTED,
+                        absl::StrCat("checkpoint ", request->checkpoint_id(),
+                                     ": another checkpoint is still being "
+                                     "written"));
+  }
+  absl::Cleanup unlock = [this] { checkpoint_mu_.Unlock(); };
   const absl::Time start = absl::Now();
 
   // The snapshot runs after every event queued so far. Waiting for the
@@ -481,17 +524,20 @@ grpc::Status LayerServiceImpl::HandleCheckpoint(
 
   const CheckpointDirectory& directory = *options_.checkpoint_directory;
   const int index = runtime->group().index();
-  absl::Status status =
-      directory.CreateJobFolders(runtime->fingerprint(), index);
-  const std::string path = directory.GroupPath(runtime->fingerprint(), index,
-                                               request->checkpoint_id());
+  absl::Status status = directory.CreateGroupFolder(
+      runtime->fingerprint(), runtime->checkpoint_run_id(), index);
+  const std::string path =
+      directory.GroupPath(runtime->fingerprint(), runtime->checkpoint_run_id(),
+                          index, request->checkpoint_id());
   if (status.ok()) status = WriteCheckpointFile(path, checkpoint);
   if (!status.ok()) {
     LOG(ERROR) << "checkpoint " << request->checkpoint_id() << " failed: "
                << status;
     return ToGrpcStatus(status);
   }
-  directory.PruneGroupCheckpoints(runtime->fingerprint(), index,
+  runtime->last_checkpoint_id() = request->checkpoint_id();
+  directory.PruneGroupCheckpoints(runtime->fingerprint(),
+                                  runtime->checkpoint_run_id(), index,
                                   kKeptCheckpoints);
   response->set_step(checkpoint.step());
   response->set_bytes(static_cast<int64_t>(checkpoint.ByteSizeLong()));

@@ -10,7 +10,8 @@
 // Flags appended after the deployment's own override these, because the last
 // occurrence of a flag wins: loopback bind addresses, ports picked by the
 // kernel, the loopback targets of the other processes, and a short job
-// (--epochs=1 --train_limit=1024 --test_limit=512).
+// (--epochs=1 --train_limit=1024 --test_limit=512). A --checkpoint_dir
+// becomes a folder of the test's own, in place of the mounted volume.
 //
 // An overlay that mounts Secrets gets the Secret of
 // deploy/k8s/make-tls-secret.sh for its namespace, written to a folder as the
@@ -209,6 +210,10 @@ class Server {
     if (command[0] === "synthgrad_coordinator") {
       // Empty means BIND_ADDRESS:PORT, the loopback port picked above.
       this.args.push("--advertise_address=");
+    }
+    if (command.some((arg) => arg.startsWith("--checkpoint_dir="))) {
+      // Stands in for the volume mounted at the container's folder.
+      this.args.push(`--checkpoint_dir=${path.join(workDir, `${name}.checkpoints`)}`);
     }
     const log = fs.openSync(this.logFile, "w");
     this.process = childProcess.spawn(binaryPath(buildDir, command[0]), this.args, { stdio: ["ignore", log, log] });

@@ -281,6 +281,27 @@ function checkTls(sourceDir, namespace, statefulSet, deployment, job, hosts, whe
   return `mutual TLS from Secret ${used[0]}`;
 }
 
+// Checks that a server's --checkpoint_dir lies on a writable volume that
+// outlives the pod: a claim of the StatefulSet's volumeClaimTemplates or a
+// PersistentVolumeClaim of the overlay.
+function checkCheckpointVolume(workload, container, claims, where) {
+  const folder = flagValue(container.command ?? [], "checkpoint_dir");
+  if (!expect(folder, `${where}: no --checkpoint_dir, so a restarted pod cannot rejoin its job`)) {
+    return;
+  }
+  const mount = (container.volumeMounts ?? []).find(
+    (entry) => folder === entry.mountPath || folder.startsWith(`${entry.mountPath}/`));
+  if (!expect(mount, `${where}: --checkpoint_dir=${folder} is on no volumeMount`)) {
+    return;
+  }
+  expect(!mount.readOnly, `${where}: the checkpoint volume ${mount.name} is mounted read-only`);
+  const templates = (workload.spec.volumeClaimTemplates ?? []).map((template) => template.metadata?.name);
+  const volume = (workload.spec.template.spec.volumes ?? []).find((entry) => entry.name === mount.name);
+  const claim = volume?.persistentVolumeClaim?.claimName;
+  expect(templates.includes(mount.name) || (claim !== undefined && claims.includes(claim)),
+    `${where}: the checkpoint volume ${mount.name} is neither a volumeClaimTemplate nor a PersistentVolumeClaim of the overlay`);
+}
+
 function checkOverlay(ctl, sourceDir, file, groupCount) {
   const where = path.basename(file, ".yaml");
   const errorsBefore = errors.length;
@@ -306,6 +327,8 @@ function checkOverlay(ctl, sourceDir, file, groupCount) {
   const headless = find("Service", (service) => service.metadata.name === serviceName)[0];
   expect(headless?.spec?.clusterIP === "None", `${where}: Service ${serviceName} is missing or not headless`);
   checkServicePorts(headless, group.port, group.metricsPort, `${where} Service/${serviceName}`);
+  const claims = find("PersistentVolumeClaim").map((claim) => claim.metadata.name);
+  checkCheckpointVolume(statefulSet, groupTemplate.spec.containers[0], claims, `${where} StatefulSet`);
 
   // Coordinator Deployment and Service.
   const deployment = find("Deployment", (object) => object.metadata.name === "coordinator")[0];
@@ -314,6 +337,7 @@ function checkOverlay(ctl, sourceDir, file, groupCount) {
   }
   const coordinatorContainer = deployment.spec.template.spec.containers[0];
   const coordinator = checkServerContainer(deployment.spec.template, coordinatorContainer, `${where} Deployment`);
+  checkCheckpointVolume(deployment, coordinatorContainer, claims, `${where} Deployment`);
   checkServicePorts(find("Service", (service) => service.metadata.name === "coordinator")[0],
     coordinator.port, coordinator.metricsPort, `${where} Service/coordinator`);
   const coordinatorTarget = `dns:///coordinator.$(POD_NAMESPACE).svc.cluster.local:${coordinator.port}`;
