@@ -1,0 +1,300 @@
+#include "common/recurrent_trainer.h"
+
+#include <cmath>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/loss.h"
+
+namespace synthgrad {
+namespace {
+
+v1::LayerSpec LinearLayer(int units) {
+  v1::LayerSpec spec;
+  spec.set_kind(v1::LayerSpec::KIND_LINEAR);
+  spec.set_units(units);
+  return spec;
+}
+
+v1::OptimizerSpec AdamSpec(float learning_rate) {
+  v1::OptimizerSpec spec;
+  spec.set_kind(v1::OptimizerSpec::KIND_ADAM);
+  spec.set_learning_rate(learning_rate);
+  return spec;
+}
+
+// Scores the sigmoid readout of step rows [B, O] against `targets` and
+// writes d(loss)/d(logits) into `gradient` when it is not null.
+void ScoreBits(const Matrix& logits, const Matrix& targets, ChunkScore* score,
+               Matrix* gradient) {
+  // Sigmoid cross-entropy in its stable form max(z, 0) - z y + log(1 +
+  // exp(-|z|)); its gradient is sigmoid(z) - y.
+  const auto z = logits.array();
+  const auto y = targets.array();
+  score->loss += static_cast<double>(
+      (z.max(0.0f) - z * y + (1.0f + (-z.abs()).exp()).log()).sum());
+  score->errors += ((z > 0.0f).cast<float>() != y).count();
+  score->scored_steps += logits.rows();
+  if (gradient != nullptr) {
+    *gradient = ((1.0f + (-z).exp()).inverse() - y).matrix();
+  }
+}
+
+}  // namespace
+
+Matrix ConcatenateState(const LstmState& state) {
+  Matrix joined(state.h.rows(), state.h.cols() + state.c.cols());
+  joined.leftCols(state.h.cols()) = state.h;
+  joined.rightCols(state.c.cols()) = state.c;
+  return joined;
+}
+
+LstmState SplitState(const Matrix& joined) {
+  const Eigen::Index units = joined.cols() / 2;
+  return {joined.leftCols(units), joined.rightCols(units)};
+}
+
+absl::StatusOr<RecurrentCore> RecurrentCore::Create(
+    const RecurrentCoreOptions& options) {
+  absl::StatusOr<Lstm> lstm =
+      Lstm::Create(options.input_dim, options.units, options.seed);
+  if (!lstm.ok()) return lstm.status();
+  if (options.output_dim <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "recurrent output width must be positive, got ", options.output_dim));
+  }
+  absl::StatusOr<Network> readout =
+      Network::Create(options.units, {LinearLayer(options.output_dim)},
+                      options.seed + 1, /*zero_last_linear=*/false);
+  if (!readout.ok()) return readout.status();
+  std::optional<Network> auxiliary_head;
+  if (options.auxiliary_head) {
+    absl::StatusOr<Network> head =
+        Network::Create(options.units, {LinearLayer(2 * options.units)},
+                        options.seed + 2, /*zero_last_linear=*/true);
+    if (!head.ok()) return head.status();
+    auxiliary_head = *std::move(head);
+  }
+  return RecurrentCore(options, *std::move(lstm), *std::move(readout),
+                       std::move(auxiliary_head));
+}
+
+void RecurrentCore::ZeroGradients() {
+  lstm_.ZeroGradients();
+  readout_.ZeroGradients();
+  if (auxiliary_head_.has_value()) auxiliary_head_->ZeroGradients();
+}
+
+Matrix RecurrentCore::Logits(const Matrix& h) const {
+  return readout_.Forward(h, nullptr);
+}
+
+LstmState RecurrentCore::Forward(const SequenceChunk& chunk,
+                                 const LstmState& initial, Pass* pass,
+                                 ChunkScore* score) const {
+  std::vector<Matrix> outputs;
+  const LstmState final_state = lstm_.Forward(
+      chunk.inputs, initial, &outputs,
+      pass != nullptr ? &pass->lstm_cache : nullptr);
+  if (pass == nullptr && score == nullptr) return final_state;
+
+  const int steps = chunk.steps();
+  const Eigen::Index batch = initial.h.rows();
+  Matrix stacked(steps * batch, options_.units);
+  for (int t = 0; t < steps; ++t) {
+    stacked.middleRows(t * batch, batch) = outputs[t];
+  }
+  Network::Trace trace;
+  const Matrix logits =
+      readout_.Forward(stacked, pass != nullptr ? &trace : nullptr);
+
+  ChunkScore local;
+  Matrix logit_gradient;
+  if (pass != nullptr) logit_gradient = Matrix::Zero(logits.rows(), logits.cols());
+  for (int t = 0; t < steps; ++t) {
+    const Matrix step_logits = logits.middleRows(t * batch, batch);
+    if (options_.output_kind == OutputKind::kSigmoidBits) {
+      if (t >= static_cast<int>(chunk.target_bits.size()) ||
+          chunk.target_bits[t].size() == 0) {
+        continue;
+      }
+      Matrix step_gradient;
+      ScoreBits(step_logits, chunk.target_bits[t], &local,
+                pass != nullptr ? &step_gradient : nullptr);
+      if (pass != nullptr) {
+        logit_gradient.middleRows(t * batch, batch) = step_gradient;
+      }
+    } else {
+      if (t >= static_cast<int>(chunk.target_classes.size()) ||
+          chunk.target_classes[t].empty()) {
+        continue;
+      }
+      const LossResult result = SoftmaxCrossEntropy(
+          step_logits, chunk.target_classes[t], pass != nullptr);
+      local.loss += result.mean_loss * static_cast<double>(batch);
+      local.errors += batch - result.correct;
+      local.scored_steps += batch;
+      if (pass != nullptr) {
+        logit_gradient.middleRows(t * batch, batch) = result.gradient;
+      }
+    }
+  }
+  if (score != nullptr) *score = local;
+  if (pass != nullptr) {
+    pass->stacked_outputs = std::move(stacked);
+    pass->readout_trace = std::move(trace);
+    pass->logit_gradient = std::move(logit_gradient);
+    pass->final_state = final_state;
+    pass->score = local;
+  }
+  return final_state;
+}
+
+LstmState RecurrentCore::Backward(const Pass& pass,
+                                  const LstmState& final_gradient,
+                                  const Matrix* auxiliary_target,
+                                  float auxiliary_weight) {
+  Matrix stacked_gradient = readout_.Backward(
+      pass.readout_trace, pass.logit_gradient, /*want_input_gradient=*/true);
+
+  if (auxiliary_target != nullptr && auxiliary_head_.has_value()) {
+    Network::Trace trace;
+    Matrix residual = auxiliary_head_->Forward(pass.stacked_outputs, &trace);
+    const Eigen::Index batch = auxiliary_target->rows();
+    for (Eigen::Index row = 0; row < residual.rows(); row += batch) {
+      residual.middleRows(row, batch) -= *auxiliary_target;
+    }
+    residual *= auxiliary_weight;
+    stacked_gradient +=
+        auxiliary_head_->Backward(trace, residual, /*want_input_gradient=*/true);
+  }
+
+  const int steps = static_cast<int>(pass.lstm_cache.inputs.size());
+  const Eigen::Index batch = final_gradient.h.rows();
+  std::vector<Matrix> output_gradients(steps);
+  for (int t = 0; t < steps; ++t) {
+    output_gradients[t] = stacked_gradient.middleRows(t * batch, batch);
+  }
+  return lstm_.Backward(pass.lstm_cache, output_gradients, final_gradient,
+                        /*input_gradients=*/nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<RecurrentTrainer>> RecurrentTrainer::Create(
+    const RecurrentCoreOptions& core_options,
+    const RecurrentTrainerOptions& options) {
+  RecurrentCoreOptions adjusted = core_options;
+  adjusted.auxiliary_head = options.mode == RecurrentMode::kDniAux;
+  absl::StatusOr<RecurrentCore> core = RecurrentCore::Create(adjusted);
+  if (!core.ok()) return core.status();
+  if (!(options.sg_scale >= 0.0f) || !(options.auxiliary_weight >= 0.0f) ||
+      !(options.gradient_clip_norm >= 0.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sg_scale, auxiliary_weight and gradient_clip_norm must be >= 0, got ",
+        options.sg_scale, ", ", options.auxiliary_weight, " and ",
+        options.gradient_clip_norm));
+  }
+
+  std::unique_ptr<Optimizer> optimizers[3];
+  for (auto& optimizer : optimizers) {
+    absl::StatusOr<std::unique_ptr<Optimizer>> created =
+        Optimizer::Create(AdamSpec(options.learning_rate));
+    if (!created.ok()) return created.status();
+    optimizer = *std::move(created);
+  }
+
+  std::optional<SyntheticGradientModel> sg_model;
+  if (options.mode != RecurrentMode::kBptt) {
+    v1::SyntheticGradientSpec spec;
+    for (int units : options.sg_hidden_units) spec.add_hidden_units(units);
+    *spec.mutable_optimizer() = AdamSpec(options.sg_learning_rate);
+    absl::StatusOr<SyntheticGradientModel> model = SyntheticGradientModel::Create(
+        2 * core_options.units, /*num_classes=*/0, spec, core_options.seed + 3);
+    if (!model.ok()) return model.status();
+    sg_model = *std::move(model);
+  }
+  return std::unique_ptr<RecurrentTrainer>(new RecurrentTrainer(
+      *std::move(core), options, std::move(optimizers[0]),
+      std::move(optimizers[1]), std::move(optimizers[2]), std::move(sg_model)));
+}
+
+void RecurrentTrainer::StartSequences(int batch) {
+  state_ = LstmState::Zero(batch, core_.options().units);
+  at_sequence_start_ = true;
+}
+
+LstmState RecurrentTrainer::PredictSyntheticGradient(
+    const LstmState& state) const {
+  if (!sg_model_.has_value()) {
+    return LstmState::Zero(static_cast<int>(state.h.rows()),
+                           static_cast<int>(state.h.cols()));
+  }
+  return SplitState(sg_model_->Predict(ConcatenateState(state), {}));
+}
+
+float RecurrentTrainer::GradientScale(int batch) {
+  const float scale = 1.0f / static_cast<float>(batch);
+  if (options_.gradient_clip_norm <= 0.0f) return scale;
+  double squared = 0.0;
+  auto add = [&squared](const std::vector<Matrix>& gradients) {
+    for (const Matrix& g : gradients) squared += g.cast<double>().squaredNorm();
+  };
+  add(core_.lstm().gradients());
+  add(core_.readout().gradients());
+  if (core_.auxiliary_head() != nullptr) add(core_.auxiliary_head()->gradients());
+  const double norm = std::sqrt(squared) * scale;
+  if (norm <= options_.gradient_clip_norm) return scale;
+  return static_cast<float>(scale * options_.gradient_clip_norm / norm);
+}
+
+ChunkTrainResult RecurrentTrainer::TrainChunk(const SequenceChunk& chunk,
+                                              bool sequence_ends) {
+  const int batch = static_cast<int>(state_.h.rows());
+  const LstmState start = state_;
+  RecurrentCore::Pass pass;
+  core_.Forward(chunk, start, &pass, nullptr);
+
+  // The gradient injected at the chunk's end, and M's prediction there for
+  // the auxiliary task. Both are zero after the last chunk of a sequence.
+  LstmState injected = LstmState::Zero(batch, core_.options().units);
+  Matrix future_sg;
+  if (sg_model_.has_value()) {
+    future_sg = Matrix::Zero(batch, 2 * core_.options().units);
+    if (!sequence_ends) {
+      future_sg = sg_model_->Predict(ConcatenateState(pass.final_state), {});
+      injected = SplitState(options_.sg_scale * future_sg);
+    }
+  }
+
+  core_.ZeroGradients();
+  const bool auxiliary = options_.mode == RecurrentMode::kDniAux;
+  const LstmState start_gradient =
+      core_.Backward(pass, injected, auxiliary ? &future_sg : nullptr,
+                     options_.auxiliary_weight);
+
+  const float scale = GradientScale(batch);
+  lstm_optimizer_->Step(core_.lstm().parameters(), core_.lstm().gradients(),
+                        scale);
+  readout_optimizer_->Step(core_.readout().parameters(),
+                           core_.readout().gradients(), scale);
+  if (core_.auxiliary_head() != nullptr) {
+    auxiliary_optimizer_->Step(core_.auxiliary_head()->parameters(),
+                               core_.auxiliary_head()->gradients(), scale);
+  }
+
+  ChunkTrainResult result;
+  result.score = pass.score;
+  if (sg_model_.has_value() && !at_sequence_start_) {
+    const SyntheticGradientModel::TrainResult trained = sg_model_->Train(
+        ConcatenateState(start), {}, ConcatenateState(start_gradient));
+    result.sg_loss = trained.loss;
+    result.sg_cosine = trained.cosine;
+    result.sg_trained = true;
+  }
+
+  state_ = pass.final_state;
+  at_sequence_start_ = false;
+  return result;
+}
+
+}  // namespace synthgrad
