@@ -155,29 +155,41 @@ LstmState RecurrentCore::Backward(const Pass& pass,
                                   const LstmState& final_gradient,
                                   const Matrix* auxiliary_target,
                                   float auxiliary_weight) {
-  Matrix stacked_gradient = readout_.Backward(
-      pass.readout_trace, pass.logit_gradient, /*want_input_gradient=*/true);
-
-  if (auxiliary_target != nullptr && auxiliary_head_.has_value()) {
-    Network::Trace trace;
-    Matrix residual = auxiliary_head_->Forward(pass.stacked_outputs, &trace);
-    const Eigen::Index batch = auxiliary_target->rows();
-    for (Eigen::Index row = 0; row < residual.rows(); row += batch) {
-      residual.middleRows(row, batch) -= *auxiliary_target;
-    }
-    residual *= auxiliary_weight;
-    stacked_gradient +=
-        auxiliary_head_->Backward(trace, residual, /*want_input_gradient=*/true);
-  }
-
   const int steps = static_cast<int>(pass.lstm_cache.inputs.size());
   const Eigen::Index batch = final_gradient.h.rows();
-  std::vector<Matrix> output_gradients(steps);
-  for (int t = 0; t < steps; ++t) {
-    output_gradients[t] = stacked_gradient.middleRows(t * batch, batch);
+  auto split_steps = [steps, batch](const Matrix& stacked) {
+    std::vector<Matrix> per_step(steps);
+    for (int t = 0; t < steps; ++t) {
+      per_step[t] = stacked.middleRows(t * batch, batch);
+    }
+    return per_step;
+  };
+
+  const Matrix readout_gradient = readout_.Backward(
+      pass.readout_trace, pass.logit_gradient, /*want_input_gradient=*/true);
+  const LstmState initial_gradient =
+      lstm_.Backward(pass.lstm_cache, split_steps(readout_gradient),
+                     final_gradient, /*input_gradients=*/nullptr);
+  if (auxiliary_target == nullptr || !auxiliary_head_.has_value()) {
+    return initial_gradient;
   }
-  return lstm_.Backward(pass.lstm_cache, output_gradients, final_gradient,
-                        /*input_gradients=*/nullptr);
+
+  // The auxiliary loss gets its own pass through the LSTM. Its parameter
+  // gradient adds to the task's, but its initial-state gradient is dropped:
+  // it is no gradient of the task loss, so it must not enter the target of
+  // the synthetic-gradient model.
+  Network::Trace trace;
+  Matrix residual = auxiliary_head_->Forward(pass.stacked_outputs, &trace);
+  for (Eigen::Index row = 0; row < residual.rows(); row += batch) {
+    residual.middleRows(row, batch) -= *auxiliary_target;
+  }
+  residual *= auxiliary_weight;
+  const Matrix auxiliary_gradient =
+      auxiliary_head_->Backward(trace, residual, /*want_input_gradient=*/true);
+  lstm_.Backward(pass.lstm_cache, split_steps(auxiliary_gradient),
+                 LstmState::Zero(static_cast<int>(batch), options_.units),
+                 /*input_gradients=*/nullptr);
+  return initial_gradient;
 }
 
 absl::StatusOr<std::unique_ptr<RecurrentTrainer>> RecurrentTrainer::Create(
@@ -254,22 +266,24 @@ ChunkTrainResult RecurrentTrainer::TrainChunk(const SequenceChunk& chunk,
   RecurrentCore::Pass pass;
   core_.Forward(chunk, start, &pass, nullptr);
 
-  // The gradient injected at the chunk's end, and M's prediction there for
-  // the auxiliary task. Both are zero after the last chunk of a sequence.
+  // The gradient injected at the chunk's end, lambda M(s_T), which is also
+  // the auxiliary task's target. It is zero after the last chunk of a
+  // sequence.
   LstmState injected = LstmState::Zero(batch, core_.options().units);
-  Matrix future_sg;
+  Matrix injected_joined;
   if (sg_model_.has_value()) {
-    future_sg = Matrix::Zero(batch, 2 * core_.options().units);
+    injected_joined = Matrix::Zero(batch, 2 * core_.options().units);
     if (!sequence_ends) {
-      future_sg = sg_model_->Predict(ConcatenateState(pass.final_state), {});
-      injected = SplitState(options_.sg_scale * future_sg);
+      injected_joined = options_.sg_scale *
+                        sg_model_->Predict(ConcatenateState(pass.final_state), {});
+      injected = SplitState(injected_joined);
     }
   }
 
   core_.ZeroGradients();
   const bool auxiliary = options_.mode == RecurrentMode::kDniAux;
   const LstmState start_gradient =
-      core_.Backward(pass, injected, auxiliary ? &future_sg : nullptr,
+      core_.Backward(pass, injected, auxiliary ? &injected_joined : nullptr,
                      options_.auxiliary_weight);
 
   const float scale = GradientScale(batch);

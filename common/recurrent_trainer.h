@@ -11,8 +11,10 @@
 //             al. 2017, "Decoupled Neural Interfaces using Synthetic
 //             Gradients", section 3.2 and appendix).
 //   kDniAux:  kDni plus an auxiliary task: a linear head on every h_t of
-//             the chunk predicts M(h_T, c_T), the synthetic gradient at the
-//             chunk's end, and its L2 loss trains the LSTM too.
+//             the chunk predicts lambda M(h_T, c_T), the synthetic gradient
+//             injected at the chunk's end, and its L2 loss trains the LSTM
+//             too. The target is the injected (scaled) value so that the
+//             auxiliary loss stays small next to the task loss.
 //
 // Training target of M. Backpropagating the chunk with the injected
 // gradient gives g_0 = dL_chunk/ds_0 + lambda J^T M(s_T), where s = (h, c),
@@ -120,7 +122,8 @@ class RecurrentCore {
   // Adds the gradient of the chunk's loss, plus <final_gradient, s_T>, plus
   // auxiliary_weight * 0.5 sum_t ||A(h_t) - auxiliary_target||^2 when
   // `auxiliary_target` is not null, to the parameter gradients. Returns the
-  // gradient with respect to the initial state.
+  // gradient of the first two terms with respect to the initial state; the
+  // auxiliary term is left out because it is no gradient of the task loss.
   LstmState Backward(const Pass& pass, const LstmState& final_gradient,
                      const Matrix* auxiliary_target, float auxiliary_weight);
 

@@ -211,6 +211,30 @@ TEST(RecurrentCoreGradient, FullSequenceMatchesFiniteDifferences) {
   }
 }
 
+TEST(RecurrentCoreGradient, AuxiliaryLossLeavesStateGradientAlone) {
+  RecurrentCore core = MakeCore(true);
+  for (Matrix& p : core.auxiliary_head()->parameters()) {
+    p += RandomMatrix(p.rows(), p.cols(), 52, 0.3f);
+  }
+  const SequenceBatch sequences = SmallSequences(2);
+  const SequenceChunk whole = ChunkOf(sequences, 0, sequences.steps());
+  const LstmState initial{RandomMatrix(kBatch, 4, 53), RandomMatrix(kBatch, 4, 54)};
+  const LstmState boundary{RandomMatrix(kBatch, 4, 55), RandomMatrix(kBatch, 4, 56)};
+  const Matrix auxiliary_target = RandomMatrix(kBatch, 8, 57);
+  RecurrentCore::Pass pass;
+  core.Forward(whole, initial, &pass, nullptr);
+
+  core.ZeroGradients();
+  const LstmState without = core.Backward(pass, boundary, nullptr, 0.0f);
+  const Matrix lstm_without = core.lstm().gradients()[0];
+  core.ZeroGradients();
+  const LstmState with = core.Backward(pass, boundary, &auxiliary_target, 1.0f);
+  ExpectClose(with.h, without.h, "h_0");
+  ExpectClose(with.c, without.c, "c_0");
+  // The auxiliary loss still trains the LSTM.
+  EXPECT_GT((core.lstm().gradients()[0] - lstm_without).norm(), 1e-4f);
+}
+
 // Runs chunks of `truncation` steps forward from a zero state, carrying the
 // state, and returns the passes.
 std::vector<RecurrentCore::Pass> ForwardChunks(RecurrentCore& core,
