@@ -166,19 +166,30 @@ int RunCharacterModel(RecurrentTrainer& trainer, const TextSplit& split,
   int64_t next_report = report_every;
   double nats = 0.0;
   int64_t scored = 0;
+  double sg_cosine = 0.0;
+  int sg_updates = 0;
   while (steps < budget) {
     const ChunkTrainResult result =
         trainer.TrainChunk(stream.Next(truncation), /*sequence_ends=*/false);
     nats += result.score.loss;
     scored += result.score.scored_steps;
+    if (result.sg_trained) {
+      sg_cosine += result.sg_cosine;
+      ++sg_updates;
+    }
     steps += truncation;
     if (steps >= next_report) {
-      std::fprintf(stderr, "step %lld: train %.3f bits per character, %.0f s\n",
+      std::fprintf(stderr,
+                   "step %lld: train %.3f bits per character, synthetic "
+                   "gradient cosine %.3f, %.0f s\n",
                    static_cast<long long>(steps),
                    nats / static_cast<double>(scored) / std::log(2.0),
+                   sg_updates > 0 ? sg_cosine / sg_updates : 0.0,
                    Seconds(start));
       nats = 0.0;
       scored = 0;
+      sg_cosine = 0.0;
+      sg_updates = 0;
       next_report += report_every;
     }
   }
