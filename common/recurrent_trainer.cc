@@ -60,14 +60,19 @@ absl::StatusOr<RecurrentCore> RecurrentCore::Create(
   absl::StatusOr<Lstm> lstm =
       Lstm::Create(options.input_dim, options.units, options.seed);
   if (!lstm.ok()) return lstm.status();
-  if (options.output_dim <= 0) {
+  if (options.output_dim < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "recurrent output width must be positive, got ", options.output_dim));
+        "recurrent output width must be 0 (no readout) or positive, got ",
+        options.output_dim));
   }
-  absl::StatusOr<Network> readout =
-      Network::Create(options.units, {LinearLayer(options.output_dim)},
-                      options.seed + 1, /*zero_last_linear=*/false);
-  if (!readout.ok()) return readout.status();
+  std::optional<Network> readout;
+  if (options.output_dim > 0) {
+    absl::StatusOr<Network> created =
+        Network::Create(options.units, {LinearLayer(options.output_dim)},
+                        options.seed + 1, /*zero_last_linear=*/false);
+    if (!created.ok()) return created.status();
+    readout = *std::move(created);
+  }
   std::optional<Network> auxiliary_head;
   if (options.auxiliary_head) {
     absl::StatusOr<Network> head =
@@ -76,18 +81,14 @@ absl::StatusOr<RecurrentCore> RecurrentCore::Create(
     if (!head.ok()) return head.status();
     auxiliary_head = *std::move(head);
   }
-  return RecurrentCore(options, *std::move(lstm), *std::move(readout),
+  return RecurrentCore(options, *std::move(lstm), std::move(readout),
                        std::move(auxiliary_head));
 }
 
 void RecurrentCore::ZeroGradients() {
   lstm_.ZeroGradients();
-  readout_.ZeroGradients();
+  if (readout_.has_value()) readout_->ZeroGradients();
   if (auxiliary_head_.has_value()) auxiliary_head_->ZeroGradients();
-}
-
-Matrix RecurrentCore::Logits(const Matrix& h) const {
-  return readout_.Forward(h, nullptr);
 }
 
 LstmState RecurrentCore::Forward(const SequenceChunk& chunk,
@@ -105,9 +106,17 @@ LstmState RecurrentCore::Forward(const SequenceChunk& chunk,
   for (int t = 0; t < steps; ++t) {
     stacked.middleRows(t * batch, batch) = outputs[t];
   }
+  if (!readout_.has_value()) {
+    if (score != nullptr) *score = ChunkScore();
+    if (pass != nullptr) {
+      pass->stacked_outputs = std::move(stacked);
+      pass->final_state = final_state;
+    }
+    return final_state;
+  }
   Network::Trace trace;
   const Matrix logits =
-      readout_.Forward(stacked, pass != nullptr ? &trace : nullptr);
+      readout_->Forward(stacked, pass != nullptr ? &trace : nullptr);
 
   ChunkScore local;
   Matrix logit_gradient;
@@ -154,7 +163,9 @@ LstmState RecurrentCore::Forward(const SequenceChunk& chunk,
 LstmState RecurrentCore::Backward(const Pass& pass,
                                   const LstmState& final_gradient,
                                   const Matrix* auxiliary_target,
-                                  float auxiliary_weight) {
+                                  float auxiliary_weight,
+                                  const std::vector<Matrix>* output_gradients,
+                                  std::vector<Matrix>* input_gradients) {
   const int steps = static_cast<int>(pass.lstm_cache.inputs.size());
   const Eigen::Index batch = final_gradient.h.rows();
   auto split_steps = [steps, batch](const Matrix& stacked) {
@@ -165,11 +176,25 @@ LstmState RecurrentCore::Backward(const Pass& pass,
     return per_step;
   };
 
-  const Matrix readout_gradient = readout_.Backward(
-      pass.readout_trace, pass.logit_gradient, /*want_input_gradient=*/true);
-  const LstmState initial_gradient =
-      lstm_.Backward(pass.lstm_cache, split_steps(readout_gradient),
-                     final_gradient, /*input_gradients=*/nullptr);
+  std::vector<Matrix> step_gradients(steps);
+  if (readout_.has_value()) {
+    step_gradients = split_steps(readout_->Backward(
+        pass.readout_trace, pass.logit_gradient, /*want_input_gradient=*/true));
+  }
+  if (output_gradients != nullptr) {
+    for (int t = 0; t < steps && t < static_cast<int>(output_gradients->size());
+         ++t) {
+      const Matrix& extra = (*output_gradients)[t];
+      if (extra.size() == 0) continue;
+      if (step_gradients[t].size() == 0) {
+        step_gradients[t] = extra;
+      } else {
+        step_gradients[t] += extra;
+      }
+    }
+  }
+  const LstmState initial_gradient = lstm_.Backward(
+      pass.lstm_cache, step_gradients, final_gradient, input_gradients);
   if (auxiliary_target == nullptr || !auxiliary_head_.has_value()) {
     return initial_gradient;
   }
@@ -252,7 +277,7 @@ float RecurrentTrainer::GradientScale(int batch) {
     for (const Matrix& g : gradients) squared += g.cast<double>().squaredNorm();
   };
   add(core_.lstm().gradients());
-  add(core_.readout().gradients());
+  if (core_.readout() != nullptr) add(core_.readout()->gradients());
   if (core_.auxiliary_head() != nullptr) add(core_.auxiliary_head()->gradients());
   const double norm = std::sqrt(squared) * scale;
   if (norm <= options_.gradient_clip_norm) return scale;
@@ -261,10 +286,28 @@ float RecurrentTrainer::GradientScale(int batch) {
 
 ChunkTrainResult RecurrentTrainer::TrainChunk(const SequenceChunk& chunk,
                                               bool sequence_ends) {
-  const int batch = static_cast<int>(state_.h.rows());
-  const LstmState start = state_;
-  RecurrentCore::Pass pass;
-  core_.Forward(chunk, start, &pass, nullptr);
+  BeginChunk(chunk);
+  return FinishChunk(sequence_ends, nullptr, nullptr);
+}
+
+std::vector<Matrix> RecurrentTrainer::BeginChunk(const SequenceChunk& chunk) {
+  pending_start_ = state_;
+  pending_.emplace();
+  core_.Forward(chunk, state_, &*pending_, nullptr);
+  const Eigen::Index batch = state_.h.rows();
+  std::vector<Matrix> outputs;
+  for (int t = 0; t < chunk.steps(); ++t) {
+    outputs.push_back(pending_->stacked_outputs.middleRows(t * batch, batch));
+  }
+  return outputs;
+}
+
+ChunkTrainResult RecurrentTrainer::FinishChunk(
+    bool sequence_ends, const std::vector<Matrix>* output_gradients,
+    std::vector<Matrix>* input_gradients) {
+  const RecurrentCore::Pass& pass = *pending_;
+  const LstmState& start = pending_start_;
+  const int batch = static_cast<int>(start.h.rows());
 
   // The gradient injected at the chunk's end, lambda M(s_T), which is also
   // the auxiliary task's target. It is zero after the last chunk of a
@@ -282,15 +325,17 @@ ChunkTrainResult RecurrentTrainer::TrainChunk(const SequenceChunk& chunk,
 
   core_.ZeroGradients();
   const bool auxiliary = options_.mode == RecurrentMode::kDniAux;
-  const LstmState start_gradient =
-      core_.Backward(pass, injected, auxiliary ? &injected_joined : nullptr,
-                     options_.auxiliary_weight);
+  const LstmState start_gradient = core_.Backward(
+      pass, injected, auxiliary ? &injected_joined : nullptr,
+      options_.auxiliary_weight, output_gradients, input_gradients);
 
   const float scale = GradientScale(batch);
   lstm_optimizer_->Step(core_.lstm().parameters(), core_.lstm().gradients(),
                         scale);
-  readout_optimizer_->Step(core_.readout().parameters(),
-                           core_.readout().gradients(), scale);
+  if (core_.readout() != nullptr) {
+    readout_optimizer_->Step(core_.readout()->parameters(),
+                             core_.readout()->gradients(), scale);
+  }
   if (core_.auxiliary_head() != nullptr) {
     auxiliary_optimizer_->Step(core_.auxiliary_head()->parameters(),
                                core_.auxiliary_head()->gradients(), scale);
@@ -308,6 +353,7 @@ ChunkTrainResult RecurrentTrainer::TrainChunk(const SequenceChunk& chunk,
 
   state_ = pass.final_state;
   at_sequence_start_ = false;
+  pending_.reset();
   return result;
 }
 

@@ -70,6 +70,9 @@ struct SequenceChunk {
 struct RecurrentCoreOptions {
   int input_dim = 0;
   int units = 0;
+  // Width of the readout; 0 builds a core without readout or loss, such as
+  // the lower group of a stacked RNN, whose output gradients come from
+  // above.
   int output_dim = 0;
   OutputKind output_kind = OutputKind::kSigmoidBits;
   // Adds the DNI+Aux head, a linear map from h_t [B, H] to a predicted
@@ -90,8 +93,8 @@ struct ChunkScore {
   int64_t errors = 0;
 };
 
-// The LSTM with its readout and, for DNI+Aux, the auxiliary head. Parameter
-// gradients accumulate across Backward calls until ZeroGradients.
+// The LSTM with its optional readout and, for DNI+Aux, the auxiliary head.
+// Parameter gradients accumulate across Backward calls until ZeroGradients.
 class RecurrentCore {
  public:
   // What Backward needs from Forward.
@@ -100,7 +103,8 @@ class RecurrentCore {
     // h_1..h_T stacked step-major, [T * B, H].
     Matrix stacked_outputs;
     Network::Trace readout_trace;
-    // d(chunk loss)/d(readout logits), [T * B, O], zero rows where unscored.
+    // d(chunk loss)/d(readout logits), [T * B, O], zero rows where unscored;
+    // empty without readout.
     Matrix logit_gradient;
     LstmState final_state;
     ChunkScore score;
@@ -116,27 +120,31 @@ class RecurrentCore {
   LstmState Forward(const SequenceChunk& chunk, const LstmState& initial,
                     Pass* pass, ChunkScore* score) const;
 
-  // Readout logits [B, O] for h [B, H].
-  Matrix Logits(const Matrix& h) const;
-
   // Adds the gradient of the chunk's loss, plus <final_gradient, s_T>, plus
-  // auxiliary_weight * 0.5 sum_t ||A(h_t) - auxiliary_target||^2 when
+  // sum_t <output_gradients[t], h_t> when `output_gradients` is not null,
+  // plus auxiliary_weight * 0.5 sum_t ||A(h_t) - auxiliary_target||^2 when
   // `auxiliary_target` is not null, to the parameter gradients. Returns the
-  // gradient of the first two terms with respect to the initial state; the
-  // auxiliary term is left out because it is no gradient of the task loss.
+  // gradient of all but the auxiliary term with respect to the initial
+  // state; the auxiliary term is left out because it is no gradient of the
+  // task loss. `input_gradients`, when not null, receives d/dx_t of the same
+  // terms.
   LstmState Backward(const Pass& pass, const LstmState& final_gradient,
-                     const Matrix* auxiliary_target, float auxiliary_weight);
+                     const Matrix* auxiliary_target, float auxiliary_weight,
+                     const std::vector<Matrix>* output_gradients = nullptr,
+                     std::vector<Matrix>* input_gradients = nullptr);
 
   Lstm& lstm() { return lstm_; }
   const Lstm& lstm() const { return lstm_; }
-  Network& readout() { return readout_; }
+  // Null without readout.
+  Network* readout() { return readout_.has_value() ? &*readout_ : nullptr; }
   Network* auxiliary_head() {
     return auxiliary_head_.has_value() ? &*auxiliary_head_ : nullptr;
   }
   void ZeroGradients();
 
  private:
-  RecurrentCore(RecurrentCoreOptions options, Lstm lstm, Network readout,
+  RecurrentCore(RecurrentCoreOptions options, Lstm lstm,
+                std::optional<Network> readout,
                 std::optional<Network> auxiliary_head)
       : options_(options),
         lstm_(std::move(lstm)),
@@ -145,7 +153,7 @@ class RecurrentCore {
 
   RecurrentCoreOptions options_;
   Lstm lstm_;
-  Network readout_;
+  std::optional<Network> readout_;
   std::optional<Network> auxiliary_head_;
 };
 
@@ -192,6 +200,17 @@ class RecurrentTrainer {
   // exists, so the injected gradient is zero.
   ChunkTrainResult TrainChunk(const SequenceChunk& chunk, bool sequence_ends);
 
+  // TrainChunk in two halves, for a group whose output gradients arrive
+  // from another group. BeginChunk runs the chunk forward and returns
+  // h_1..h_T; FinishChunk must follow before the next BeginChunk. It adds
+  // `output_gradients` (per step [B, H], or null) to the loss gradient,
+  // updates, trains M and carries the state. `input_gradients`, when not
+  // null, receives dL/dx_t for the group below.
+  std::vector<Matrix> BeginChunk(const SequenceChunk& chunk);
+  ChunkTrainResult FinishChunk(bool sequence_ends,
+                               const std::vector<Matrix>* output_gradients,
+                               std::vector<Matrix>* input_gradients);
+
   // Returns the synthetic gradient M(h, c) as a state gradient, unscaled;
   // zero in kBptt mode.
   LstmState PredictSyntheticGradient(const LstmState& state) const;
@@ -226,6 +245,9 @@ class RecurrentTrainer {
   std::unique_ptr<Optimizer> auxiliary_optimizer_;
   std::optional<SyntheticGradientModel> sg_model_;
   LstmState state_;
+  // The chunk between BeginChunk and FinishChunk.
+  std::optional<RecurrentCore::Pass> pending_;
+  LstmState pending_start_;
   // True until the first chunk of the current sequences has been trained:
   // the zero start state is not a truncation boundary, so M is not trained
   // there.

@@ -148,7 +148,7 @@ RecurrentCore MakeCore(bool auxiliary_head) {
 std::vector<Matrix*> Parameters(RecurrentCore& core) {
   std::vector<Matrix*> all;
   for (Matrix& p : core.lstm().parameters()) all.push_back(&p);
-  for (Matrix& p : core.readout().parameters()) all.push_back(&p);
+  for (Matrix& p : core.readout()->parameters()) all.push_back(&p);
   if (core.auxiliary_head() != nullptr) {
     for (Matrix& p : core.auxiliary_head()->parameters()) all.push_back(&p);
   }
@@ -157,7 +157,7 @@ std::vector<Matrix*> Parameters(RecurrentCore& core) {
 
 std::vector<Matrix> Gradients(RecurrentCore& core) {
   std::vector<Matrix> all = core.lstm().gradients();
-  for (const Matrix& g : core.readout().gradients()) all.push_back(g);
+  for (const Matrix& g : core.readout()->gradients()) all.push_back(g);
   if (core.auxiliary_head() != nullptr) {
     for (const Matrix& g : core.auxiliary_head()->gradients()) all.push_back(g);
   }
