@@ -36,7 +36,7 @@ struct LstmState {
 
 class Lstm {
  public:
-  // What Backward needs from one Forward call over a chunk.
+  // Cached values of one Forward call over a chunk, for Backward.
   struct Cache {
     std::vector<Matrix> inputs;      // z_t = [x_t, h_{t-1}], [B, I + H]
     std::vector<Matrix> gates;       // activated i, f, g, o, [B, 4H]
@@ -60,7 +60,7 @@ class Lstm {
                     std::vector<Matrix>* outputs, Cache* cache) const;
 
   // Backpropagates through the chunk recorded in `cache`.
-  // `output_gradients` holds dL/dh_t for t = 1..T; an empty matrix means
+  // `output_gradients` contains dL/dh_t for t = 1..T; an empty matrix means
   // zero. `final_gradient` is dL/d(h_T, c_T) arriving from after the chunk,
   // for example a synthetic gradient. Adds the parameter gradients to
   // gradients() and returns dL/d(h_0, c_0). When `input_gradients` is not

@@ -7,9 +7,9 @@
 // chunk, d(future loss)/d(h_T, c_T):
 //   kBptt:    zero, plain truncated BPTT.
 //   kDni:     lambda * M(h_T, c_T), where M is a synthetic-gradient model on
-//             the LSTM state and lambda the sg_scale (0.1 in Jaderberg et
-//             al. 2017, "Decoupled Neural Interfaces using Synthetic
-//             Gradients", section 3.2 and appendix).
+//             the LSTM state and lambda the sg_scale, 0.1 by default as in
+//             the recurrent experiments of Jaderberg et al. 2017,
+//             "Decoupled Neural Interfaces using Synthetic Gradients".
 //   kDniAux:  kDni plus an auxiliary task: a linear head on every h_t of
 //             the chunk predicts lambda M(h_T, c_T), the synthetic gradient
 //             injected at the chunk's end, and its L2 loss trains the LSTM
@@ -20,10 +20,10 @@
 // gradient gives g_0 = dL_chunk/ds_0 + lambda J^T M(s_T), where s = (h, c),
 // L_chunk the chunk's own loss and J = ds_T/ds_0. M(s_0) is regressed onto
 // g_0. The bootstrapped term enters with the same factor lambda that scales
-// the injected gradient, so M's fixed point is the sum over later chunks k
-// of their true gradients weighted by lambda^(k-1), and the injected
-// lambda M weights chunk k by lambda^k. One backward pass serves both the
-// parameter update and the target. At the end of a sequence the injected
+// the injected gradient. So M's fixed point weights the true gradient of
+// the k-th later chunk by lambda^(k-1), and the injected lambda M weights
+// it by lambda^k. One backward pass serves both the parameter update and
+// the target. At the end of a sequence the injected
 // gradient is zero, so the last chunk's target is its true gradient alone.
 //
 // Losses are summed over scored steps and averaged over the batch; Adam
@@ -45,7 +45,7 @@
 
 namespace synthgrad {
 
-// How the readout y_t = h_t W + b is scored.
+// Loss of the readout y_t = h_t W + b.
 enum class OutputKind {
   // Independent bits: sigmoid cross-entropy against targets in {0, 1}.
   kSigmoidBits,
@@ -97,7 +97,7 @@ struct ChunkScore {
 // Parameter gradients accumulate across Backward calls until ZeroGradients.
 class RecurrentCore {
  public:
-  // What Backward needs from Forward.
+  // Cached values of one Forward call, for Backward.
   struct Pass {
     Lstm::Cache lstm_cache;
     // h_1..h_T stacked step-major, [T * B, H].
@@ -125,7 +125,7 @@ class RecurrentCore {
   // plus auxiliary_weight * 0.5 sum_t ||A(h_t) - auxiliary_target||^2 when
   // `auxiliary_target` is not null, to the parameter gradients. Returns the
   // gradient of all but the auxiliary term with respect to the initial
-  // state; the auxiliary term is left out because it is no gradient of the
+  // state. The auxiliary term is left out because it is no gradient of the
   // task loss. `input_gradients`, when not null, receives d/dx_t of the same
   // terms.
   LstmState Backward(const Pass& pass, const LstmState& final_gradient,

@@ -1,5 +1,5 @@
 // Data for the recurrent tasks: Copy and Repeat Copy (Graves et al. 2014,
-// "Neural Turing Machines", section 4.1 and 4.2) with a length curriculum,
+// "Neural Turing Machines") with a length curriculum,
 // and character-level language modelling on the King James Bible.
 #ifndef SYNTHGRAD_COMMON_SEQUENCE_TASKS_H_
 #define SYNTHGRAD_COMMON_SEQUENCE_TASKS_H_
@@ -58,7 +58,7 @@ class LengthCurriculum {
 
   // Current training length.
   int length() const { return length_; }
-  // Longest length solved so far, 0 before the first.
+  // Maximum length solved so far, 0 before the first.
   int solved_length() const { return length_ - 1; }
 
   // Records one batch's mean error in bits per sequence. Returns true when
@@ -116,8 +116,9 @@ class CharacterVocabulary {
 };
 
 // Reads a text as B parallel streams, lane b starting at b * size / B, and
-// yields chunks for next-character prediction: the input at step t is the
-// one-hot character at position p and the target the character at p + 1.
+// yields chunks for next-character prediction. At each step a lane's input
+// is the one-hot character at its position p and its target the character
+// at p + 1.
 // A lane wraps to the text's start at the end.
 class CharacterStream {
  public:

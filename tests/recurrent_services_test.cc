@@ -3,6 +3,8 @@
 // a stacked two-group RNN, locked and decoupled, and malformed requests.
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -12,6 +14,7 @@
 #include "common/recurrent_trainer.h"
 #include "common/sequence_tasks.h"
 #include "common/tensor_proto.h"
+#include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
 #include "services/coordinator/recurrent_job.h"
 #include "services/layer/recurrent_group.h"
@@ -43,27 +46,26 @@ class RecurrentServicesTest : public ::testing::Test {
     services_.clear();
   }
 
-  // A Copy job with `groups` groups on this fixture's servers.
+  // configs/rnn_copy_stacked.textproto on this fixture's servers, cut to
+  // its top `groups` groups' shape: with one group, the top group reads the
+  // task's input.
   v1::RecurrentJobSpec Spec(int groups, v1::RecurrentMode mode,
                             bool dni_between_groups) const {
+    std::ifstream file(std::string(SYNTHGRAD_SOURCE_DIR) +
+                       "/configs/rnn_copy_stacked.textproto");
+    std::stringstream text;
+    text << file.rdbuf();
     v1::RecurrentJobSpec spec;
-    spec.set_name("copy-test");
+    EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text.str(), &spec));
+    EXPECT_EQ(spec.groups_size(), 2);
     spec.set_mode(mode);
     spec.set_dni_between_groups(dni_between_groups);
-    spec.set_truncation(3);
-    spec.set_learning_rate(1e-2f);
-    spec.set_sg_learning_rate(1e-2f);
-    spec.set_gradient_clip_norm(1.0f);
-    spec.set_seed(5);
+    if (groups == 1) {
+      spec.mutable_groups()->DeleteSubrange(0, 1);
+      spec.mutable_groups(0)->set_input_dim(kBits + 1);
+    }
     for (int i = 0; i < groups; ++i) {
-      v1::RecurrentGroupSpec* group = spec.add_groups();
-      group->set_address(addresses_[i]);
-      group->set_input_dim(i == 0 ? kBits + 1 : kUnits);
-      group->set_units(kUnits);
-      if (i == groups - 1) {
-        group->set_output_dim(kBits);
-        group->set_output_kind(v1::RecurrentGroupSpec::OUTPUT_KIND_SIGMOID_BITS);
-      }
+      spec.mutable_groups(i)->set_address(addresses_[i]);
     }
     return spec;
   }

@@ -390,9 +390,8 @@ TEST(RecurrentTrainer, DniMatchesBpttUntilSyntheticGradientIsNonzero) {
 }
 
 TEST(RecurrentTrainer, SyntheticGradientTargetIsStartGradient) {
-  // With learning rate ~0 for the core, one SG step from zero moves M's
-  // output towards the chunk's start gradient: the step's cosine is
-  // measured against that target.
+  // M predicts zero before its first update, so its loss on the second
+  // chunk is 0.5 ||target||^2 / B and reveals the target's norm.
   std::unique_ptr<RecurrentTrainer> trainer = MakeTrainer(RecurrentMode::kDni);
   std::mt19937_64 rng(3);
   const SequenceBatch sequences = MakeCopyBatch(kBatch, 4, kBits, rng);

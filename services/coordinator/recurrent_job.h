@@ -1,7 +1,7 @@
 // Drives a recurrent job through its RecurrentGroupService groups: Copy or
 // Repeat Copy sequences with the length curriculum, cut into chunks of T
 // steps. Per chunk the bottom group gets the inputs; with two groups its
-// hidden sequence goes to the top group, which holds the loss, and the top
+// hidden sequence goes to the top group, which computes the loss, and the top
 // group's input gradients go back to the bottom group's Gradient.
 //
 // NOTE: chunks are sent one at a time and every call waits for its reply,

@@ -1,7 +1,7 @@
 // The synthgrad.v1.RecurrentGroupService: one LSTM group of a recurrent job,
 // the whole core or one level of a stacked RNN.
 //
-// The top group holds the readout and the loss and returns dL/dx_t for the
+// The top group contains the readout and the loss and returns dL/dx_t for the
 // group below. A lower group returns its hidden sequence h_1..h_T. With
 // dni_between_groups it updates at once from its between-groups
 // synthetic-gradient model B(h_t), which predicts dL/dh_t and starts at
