@@ -8,7 +8,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libeigen3-dev libabsl-dev libgoogle-glog-dev zlib1g-dev prometheus-cpp-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  dataset-fashion-mnist python3 prometheus curl docker-compose openssl
+  dataset-fashion-mnist bible-kjv python3 prometheus curl docker-compose openssl
 )
 # The deployment tests also need Node.js with npm and kubectl 1.27 or later
 # (kustomize v5). Debian 12 does not package that kubectl, so the tests name

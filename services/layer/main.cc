@@ -10,6 +10,7 @@
 #include "common/checkpoint.h"
 #include "services/flags_util.h"
 #include "services/layer/layer_service.h"
+#include "services/layer/recurrent_group.h"
 #include "services/metrics.h"
 #include "services/server_util.h"
 #include "services/tls.h"
@@ -44,7 +45,8 @@ int main(int argc, char** argv) {
   synthgrad::BlockShutdownSignals();
   synthgrad::InitProgram(
       argc, argv,
-      "Serves one synthgrad layer group over gRPC (synthgrad.v1.LayerService).\n"
+      "Serves one synthgrad layer group over gRPC (synthgrad.v1.LayerService\n"
+      "and, for recurrent jobs, synthgrad.v1.RecurrentGroupService).\n"
       "Usage: synthgrad_layer [--bind_address=IP] [--port=N] "
       "[--port_file=PATH] [--metrics_port=N] [--checkpoint_dir=DIR]");
 
@@ -87,10 +89,11 @@ int main(int argc, char** argv) {
     options.checkpoint_directory = *std::move(directory);
   }
   synthgrad::LayerServiceImpl service(*registry, options);
+  synthgrad::RecurrentGroupServiceImpl recurrent_service;
   int port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server = synthgrad::StartServer(
-      absl::GetFlag(FLAGS_bind_address), absl::GetFlag(FLAGS_port), {&service},
-      &port);
+      absl::GetFlag(FLAGS_bind_address), absl::GetFlag(FLAGS_port),
+      {&service, &recurrent_service}, &port);
   if (!server.ok()) {
     LOG(ERROR) << server.status().message();
     return 1;
