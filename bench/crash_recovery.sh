@@ -118,7 +118,7 @@ for name in names:
 lines += [
     "",
     f"The killed run ends {final_accuracy(killed) - reference:+.2f} points from the mean of "
-    f"the two uninterrupted runs ({reference:.2f} %); the two uninterrupted runs differ by "
+    f"the two uninterrupted runs ({reference:.2f} %). The two uninterrupted runs differ by "
     f"{abs(accuracies[0] - accuracies[1]):.2f} points, because DNI groups run "
     "asynchronously and the order in which gradients arrive varies between runs "
     "with the same seed.",

@@ -416,9 +416,11 @@ absl::Status Group::RestoreCheckpoint(const v1::GroupCheckpoint& checkpoint) {
     return absl::InvalidArgumentError(
         absl::StrCat("the checkpoint has step ", checkpoint.step()));
   }
+
   absl::StatusOr<std::vector<Matrix>> parameters = ParametersFromProto(
       checkpoint.parameters(), network_.parameters(), "parameter");
   if (!parameters.ok()) return parameters.status();
+
   absl::Status status =
       optimizer_->RestoreState(checkpoint.optimizer(), network_.parameters());
   if (!status.ok()) return status;
@@ -432,6 +434,7 @@ absl::Status Group::RestoreCheckpoint(const v1::GroupCheckpoint& checkpoint) {
         "the checkpoint has a synthetic-gradient model but this group has "
         "none");
   }
+
   network_.parameters() = *std::move(parameters);
   step_ = checkpoint.step();
   absl::MutexLock lock(&mu_);

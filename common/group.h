@@ -202,8 +202,8 @@ class Group {
   void SaveCheckpoint(v1::GroupCheckpoint* checkpoint) const;
   // Compute thread only, before any message. Loads SaveCheckpoint's output.
   // Fails with INVALID_ARGUMENT when the checkpoint is of another group or a
-  // count or shape differs; the group may then be partly restored and must
-  // be discarded.
+  // count or shape differs. The group may then be partly restored, so the
+  // caller must discard it.
   absl::Status RestoreCheckpoint(const v1::GroupCheckpoint& checkpoint);
 
  private:

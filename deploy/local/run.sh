@@ -134,8 +134,8 @@ wait_for_port() {
 }
 
 # Runs group $1 and starts it again, on the ports it first bound, whenever
-# it exits without being told to stop. Runs in a background subshell; its
-# TERM handler stops the group.
+# it exits before cleanup asks it to stop. Runs in a background subshell,
+# whose TERM handler stops the group.
 supervise_group() {
   local i=$1 port=0 metrics_port=0 child= exit_status
   trap 'touch "$run_dir/stopping-$i"; [[ -n $child ]] && kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 0' TERM

@@ -30,8 +30,8 @@ struct LayerServiceOptions {
   // Added to every Forward and Gradient sent to a neighbouring group, to
   // emulate a slower link in experiments. Zero in normal use.
   std::chrono::microseconds link_latency{0};
-  // Where Checkpoint writes and Configure restores from. Without it both
-  // fail with FAILED_PRECONDITION.
+  // Folder that Checkpoint writes to and Configure restores from. Without
+  // it both fail with FAILED_PRECONDITION.
   std::optional<CheckpointDirectory> checkpoint_directory;
 };
 
