@@ -17,6 +17,7 @@
 #include "common/optimizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/gradient_check.h"
 
 namespace synthgrad {
 namespace {
@@ -45,15 +46,7 @@ void WriteBytes(const std::string& path, const std::string& bytes) {
   file << bytes;
 }
 
-Matrix RandomMatrix(int rows, int cols, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  Matrix m(rows, cols);
-  for (int r = 0; r < rows; ++r) {
-    for (int c = 0; c < cols; ++c) m(r, c) = normal(rng);
-  }
-  return m;
-}
+using testing_util::RandomMatrix;
 
 v1::GroupCheckpoint SampleCheckpoint() {
   v1::GroupCheckpoint checkpoint;
@@ -257,7 +250,8 @@ TEST(SpecFingerprint, IgnoresAddressesButNotModel) {
 void ExpectRestoredOptimizerContinuesIdentically(const v1::OptimizerSpec& spec) {
   auto a = Optimizer::Create(spec);
   auto b = Optimizer::Create(spec);
-  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(b.ok());
   std::vector<Matrix> params_a = {RandomMatrix(3, 4, 1), RandomMatrix(1, 4, 2)};
   for (int step = 0; step < 3; ++step) {
     (*a)->Step(params_a, {RandomMatrix(3, 4, 10 + step), RandomMatrix(1, 4, 20 + step)},
@@ -333,7 +327,8 @@ TEST(GroupCheckpoint, RestoredTrainerContinuesIdentically) {
     SCOPED_TRACE(v1::TrainingMode_Name(mode));
     auto original = InProcessTrainer::Create(TinySpec(mode));
     auto restored = InProcessTrainer::Create(TinySpec(mode));
-    ASSERT_TRUE(original.ok() && restored.ok());
+    ASSERT_TRUE(original.ok());
+    ASSERT_TRUE(restored.ok());
     TrainTiny(**original, 0, 5);
 
     for (int i = 0; i < 3; ++i) {

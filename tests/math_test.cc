@@ -11,50 +11,20 @@
 #include "common/synthetic_gradient.h"
 #include "common/tensor.h"
 #include "gtest/gtest.h"
+#include "tests/gradient_check.h"
 
 namespace synthgrad {
 namespace {
 
-Matrix RandomMatrix(int rows, int cols, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  Matrix m(rows, cols);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = normal(rng);
-  return m;
-}
+using testing_util::ExpectGradientMatches;
+using testing_util::FiniteDifference;
+using testing_util::RandomMatrix;
 
 v1::LayerSpec Layer(v1::LayerSpec::Kind kind, int units = 0) {
   v1::LayerSpec spec;
   spec.set_kind(kind);
   spec.set_units(units);
   return spec;
-}
-
-// Central difference of `loss` in `value`, in double for the sum.
-double FiniteDifference(float* value, const std::function<double()>& loss) {
-  constexpr float kStep = 1e-2f;
-  const float saved = *value;
-  *value = saved + kStep;
-  const double up = loss();
-  *value = saved - kStep;
-  const double down = loss();
-  *value = saved;
-  return (up - down) / (2.0 * kStep);
-}
-
-// Expects every entry of `analytic` to match the finite difference of `loss`
-// in the matching entry of `values`.
-void ExpectGradientMatches(Matrix* values, const Matrix& analytic,
-                           const std::function<double()>& loss,
-                           const std::string& what) {
-  ASSERT_EQ(values->rows(), analytic.rows()) << what;
-  ASSERT_EQ(values->cols(), analytic.cols()) << what;
-  for (Eigen::Index i = 0; i < values->size(); ++i) {
-    const double numeric = FiniteDifference(values->data() + i, loss);
-    const double expected = analytic.data()[i];
-    EXPECT_NEAR(expected, numeric, 2e-3 + 2e-2 * std::abs(numeric))
-        << what << " entry " << i;
-  }
 }
 
 // Checks Network::Backward for L = sum(Forward(x) .* r) with a random r,

@@ -13,41 +13,13 @@
 #include "common/sequence_tasks.h"
 #include "common/tensor.h"
 #include "gtest/gtest.h"
+#include "tests/gradient_check.h"
 
 namespace synthgrad {
 namespace {
 
-Matrix RandomMatrix(int rows, int cols, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  Matrix m(rows, cols);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = normal(rng);
-  return m;
-}
-
-// Central difference of `loss` in `value`.
-double FiniteDifference(float* value, const std::function<double()>& loss) {
-  constexpr float kStep = 1e-2f;
-  const float saved = *value;
-  *value = saved + kStep;
-  const double up = loss();
-  *value = saved - kStep;
-  const double down = loss();
-  *value = saved;
-  return (up - down) / (2.0 * kStep);
-}
-
-void ExpectGradientMatches(Matrix* values, const Matrix& analytic,
-                           const std::function<double()>& loss,
-                           const std::string& what) {
-  ASSERT_EQ(values->rows(), analytic.rows()) << what;
-  ASSERT_EQ(values->cols(), analytic.cols()) << what;
-  for (Eigen::Index i = 0; i < values->size(); ++i) {
-    const double numeric = FiniteDifference(values->data() + i, loss);
-    EXPECT_NEAR(analytic.data()[i], numeric, 2e-3 + 2e-2 * std::abs(numeric))
-        << what << " entry " << i;
-  }
-}
+using testing_util::ExpectGradientMatches;
+using testing_util::RandomMatrix;
 
 void ExpectClose(const Matrix& a, const Matrix& b, const std::string& what) {
   ASSERT_EQ(a.rows(), b.rows()) << what;
