@@ -10,7 +10,7 @@ counters must show one recovery, every shard counted once, and exactly the
 batches after the checkpoint fed again.
 
 Scenario "coordinator": the coordinator gets SIGTERM in the middle of the
-job, writes a final checkpoint and exits; a new coordinator resumes the job
+job, writes a final checkpoint and exits. A new coordinator resumes the job
 with `synthgradctl train --resume`, and the job finishes with every
 training example counted once. A second resume of the finished job is
 rejected.
@@ -223,8 +223,8 @@ def scenario_group_crash(build_dir, source_dir, work):
               f"recoveries {summary.get('recoveries')} == 1")
         # The roll-back covers the batches after the last checkpoint: at
         # least one, at most one checkpoint interval plus those in flight.
-        most = CHECKPOINT_INTERVAL_SHARDS * SHARD_BATCHES + MAX_IN_FLIGHT
-        check(1 <= refed <= most, f"batches fed again {refed} in [1, {most}]")
+        max_refed = CHECKPOINT_INTERVAL_SHARDS * SHARD_BATCHES + MAX_IN_FLIGHT
+        check(1 <= refed <= max_refed, f"batches fed again {refed} in [1, {max_refed}]")
         check(fed == EPOCHS * BATCHES_PER_EPOCH + refed,
               f"batches fed {fed} == {EPOCHS * BATCHES_PER_EPOCH} + {refed}")
         accuracy = summary["epochsDone"][-1]["testAccuracy"]

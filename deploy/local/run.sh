@@ -134,7 +134,7 @@ wait_for_port() {
 }
 
 # Runs group $1 and starts it again, on the ports it first bound, whenever
-# it exits before cleanup asks it to stop. Runs in a background subshell,
+# it exits before cleanup stops it. Runs in a background subshell,
 # whose TERM handler stops the group.
 supervise_group() {
   local i=$1 port=0 metrics_port=0 child= exit_status

@@ -310,7 +310,7 @@ absl::Status Job::ConfigureGroups(int64_t restore_checkpoint_id,
       const std::string message = absl::StrCat(
           "cannot configure group ", i, " at ", spec_.groups(i).address(),
           ": ", status.error_message(), " (code ", status.error_code(), ")");
-      // A group that does not answer may come back; a group that rejects
+      // A group that does not respond may come back; a group that rejects
       // the request or its checkpoint will not.
       if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
           status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
@@ -575,8 +575,8 @@ absl::Status Job::WriteCheckpoint(absl::Duration call_timeout) {
           message, "; start every synthgrad_layer with --checkpoint_dir or "
                    "set checkpoint_interval_shards to 0"));
     }
-    // A full or stuck disk, say: training goes on, and a recovery uses the
-    // previous checkpoint.
+    // For example a full or stuck disk. Training goes on, and a recovery
+    // uses the previous checkpoint.
     LOG(WARNING) << "job " << id_ << ": " << message
                  << "; training continues without this checkpoint";
     return absl::OkStatus();
@@ -743,7 +743,7 @@ void Job::Monitor() {
         failures[i] = 0;
         continue;
       }
-      // A restarted group is certain at once; one that does not answer gets
+      // A restarted group is certain at once. One that does not respond gets
       // a second chance, so one slow poll does not roll the job back.
       if (!health.restarted && ++failures[i] < kMonitorFailuresToDown) continue;
       const std::string& problem = health.problem;

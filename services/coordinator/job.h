@@ -7,12 +7,13 @@
 // set. Report, called for ReportBatch, closes a batch.
 //
 // Checkpoints and recovery: every checkpoint_interval_shards shards and at
-// each epoch start the job drains the batches in flight and asks every
-// group, last to first, to write a checkpoint, then writes its own cursor.
-// A monitor thread polls every group; when one is down or has restarted
-// unconfigured (or a batch times out), the job waits for every group to
-// answer, configures all of them again from the latest complete checkpoint
-// and feeds the batches after it again.
+// each epoch start, the job drains the batches in flight and requests a
+// checkpoint from every group, last to first. Then it writes its own cursor.
+// A monitor thread polls every group. When one is down, has restarted
+// unconfigured or was configured by another client, or a batch times out,
+// the job waits for every group to respond. It then configures all of them
+// again from the latest complete checkpoint and feeds the batches after it
+// again.
 //
 // Thread-safe.
 #ifndef SYNTHGRAD_SERVICES_COORDINATOR_JOB_H_
@@ -45,7 +46,7 @@ class Job {
  public:
   struct Options {
     std::string advertise_address;
-    // Where the coordinator's part of each checkpoint goes; without it
+    // Folder for the coordinator's part of each checkpoint. Without it
     // checkpoints are kept in memory only, which covers a group's crash but
     // not the coordinator's.
     std::optional<CheckpointDirectory> checkpoint_directory;
@@ -143,8 +144,8 @@ class Job {
 
   // Drains the batches in flight, has every group write the next
   // checkpoint and writes the coordinator's cursor. Returns a recoverable
-  // error when a group is down; other failures only skip this checkpoint,
-  // except a group that lost its --checkpoint_dir, which fails the job.
+  // error when a group is down. A group without --checkpoint_dir fails the
+  // job, and any other failure only skips this checkpoint.
   absl::Status WriteCheckpoint(absl::Duration call_timeout);
   // Writes the coordinator's file with `checkpoint`; false after logging
   // the error.
@@ -156,11 +157,11 @@ class Job {
   void RestoreCursor(const v1::CoordinatorCheckpoint& checkpoint)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Waits for every group to answer, configures all of them from the latest
+  // Waits for every group to respond, configures all of them from the latest
   // complete checkpoint and moves the cursor back to it. `cause` is the
   // failure that started the recovery.
   absl::Status Recover(const absl::Status& cause);
-  // Waits until every group answers GetStatus, for at most
+  // Waits until every group responds to GetStatus, for at most
   // recovery_timeout_seconds.
   absl::Status WaitForGroups();
 
@@ -170,7 +171,8 @@ class Job {
   struct GroupHealth {
     // Empty while the group is up and configured for this job.
     std::string problem;
-    // The group answers but is not configured: its process restarted.
+    // The group responds without this job's configuration: its process
+    // restarted or another client configured it.
     bool restarted = false;
   };
   GroupHealth CheckGroup(int index);
